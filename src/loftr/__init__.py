@@ -1,0 +1,13 @@
+"""loftr: LoFTR detector-free local feature matching.
+
+>>> import loftr
+>>> m = loftr.match("a.jpg", "b.jpg")          # Matches with keypoints in original pixels
+>>> model = loftr.LoFTR("outdoor_ds", weights="outdoor_ds")   # the nn.Module, kornia-compatible
+"""
+
+from .config import PRESETS, LoFTRConfig, get_preset
+from .model import LoFTR
+from .types import Matches
+
+__all__ = ["LoFTR", "LoFTRConfig", "Matches", "PRESETS", "get_preset"]
+__version__ = "0.1.0"

@@ -1,0 +1,77 @@
+"""Fine stage: w×w windows around each coarse match, context from the coarse features, and sub-pixel expectation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def gather_windows(feat: torch.Tensor, b_ids: torch.Tensor, cell_ids: torch.Tensor, coarse_w: int, window: int,
+                   stride: int) -> torch.Tensor:
+    """The ``window``×``window`` patches of fine map ``feat`` (N, C, Hf, Wf) centred on coarse cells → (M, w*w, C).
+
+    Coarse cell (r, c) sits on fine cell (stride*r, stride*c); the map is zero-padded by window//2. Equal to
+    ``F.unfold(feat, window, stride=stride, padding=window // 2)`` indexed at the cells, without unfolding the
+    whole map (which is window² times larger than the map).
+    """
+    pad = window // 2
+    padded = F.pad(feat, (pad, pad, pad, pad))
+    offsets = torch.arange(window, device=feat.device)
+    rows = (cell_ids // coarse_w * stride)[:, None] + offsets  # (M, w) in padded coordinates
+    cols = (cell_ids % coarse_w * stride)[:, None] + offsets
+    patches = padded[b_ids[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (M, w, w, C)
+    return patches.reshape(cell_ids.shape[0], window * window, feat.shape[1])
+
+
+class FinePreprocess(nn.Module):
+    """Crops the fine windows of both images and, optionally, merges in the transformed coarse feature of the cell."""
+
+    def __init__(self, d_model_c: int, d_model_f: int, window: int, concat_coarse: bool = True) -> None:
+        super().__init__()
+        self.window, self.concat_coarse, self.d_model_f = window, concat_coarse, d_model_f
+        if concat_coarse:
+            self.down_proj = nn.Linear(d_model_c, d_model_f, bias=True)
+            self.merge_feat = nn.Linear(2 * d_model_f, d_model_f, bias=True)
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.kaiming_normal_(p, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, feat_f0: torch.Tensor, feat_f1: torch.Tensor, feat_c0: torch.Tensor, feat_c1: torch.Tensor,
+                b_ids: torch.Tensor, i_ids: torch.Tensor, j_ids: torch.Tensor, w0_c: int, w1_c: int,
+                stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fine maps (N, Cf, Hf, Wf), transformed coarse tokens (N, L|S, Cc), match ids (M,) → (M, w*w, Cf) each."""
+        ww = self.window**2
+        if b_ids.numel() == 0:
+            empty = feat_f0.new_empty((0, ww, self.d_model_f))
+            return empty, empty.clone()
+        win0 = gather_windows(feat_f0, b_ids, i_ids, w0_c, self.window, stride)
+        win1 = gather_windows(feat_f1, b_ids, j_ids, w1_c, self.window, stride)
+        if not self.concat_coarse:
+            return win0, win1
+        ctx = self.down_proj(torch.cat([feat_c0[b_ids, i_ids], feat_c1[b_ids, j_ids]], 0))  # (2M, Cf)
+        merged = self.merge_feat(torch.cat([torch.cat([win0, win1], 0), ctx[:, None].expand(-1, ww, -1)], -1))
+        win0, win1 = torch.chunk(merged, 2, dim=0)
+        return win0, win1
+
+
+def spatial_expectation(feat0: torch.Tensor, feat1: torch.Tensor) -> torch.Tensor:
+    """Sub-pixel offset of the window centre of image0 in the window of image1, with its spread.
+
+    feat0/feat1 (M, w*w, C) → (M, 3): expected (x, y) in [-1, 1] window units of the softmax heat map of the centre
+    feature's similarities (temperature 1/sqrt(C)), and the summed std of x and y.
+    """
+    m, ww, c = feat0.shape
+    w = int(round(ww**0.5))
+    if m == 0:
+        return feat0.new_zeros((0, 3))
+    centre = feat0[:, ww // 2, :]
+    sim = torch.einsum("mc,mrc->mr", centre, feat1)
+    heat = F.softmax((1.0 / c**0.5) * sim, dim=1)  # (M, w*w)
+    axis = torch.linspace(-1, 1, w, device=heat.device, dtype=heat.dtype)
+    gy, gx = torch.meshgrid(axis, axis, indexing="ij")
+    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], -1)  # (w*w, 2) as (x, y)
+    mean = heat @ grid  # (M, 2)
+    var = heat @ grid**2 - mean**2
+    std = var.clamp(min=1e-10).sqrt().sum(-1)
+    return torch.cat([mean, std[:, None]], -1)

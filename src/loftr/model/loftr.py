@@ -1,0 +1,182 @@
+"""The LoFTR module: backbone → positional encoding → coarse Transformer → coarse matching → fine refinement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import LoFTRConfig, get_preset
+from ..types import Matches
+from .backbone import ResNetFPN
+from .coarse import CoarseMatches, CoarseMatching
+from .fine import FinePreprocess, spatial_expectation
+from .position import PositionEncodingSine
+from .transformer import LocalFeatureTransformer
+
+
+@dataclass(frozen=True)
+class LoFTROutput:
+    """Matches plus what training, visualisation and evaluation need.
+
+    ``matches`` are in the pixels of the network input; ``coarse`` indexes cells of the flattened coarse maps of
+    sizes ``hw0_c`` / ``hw1_c``; ``conf_matrix`` (N, L, S); ``expec_f`` (M', 3) fine expectation (x, y, std) for the
+    coarse selections (which during training include ground-truth pads); ``feat_c0/1`` transformed coarse tokens.
+    """
+
+    matches: Matches
+    coarse: CoarseMatches
+    conf_matrix: torch.Tensor
+    expec_f: torch.Tensor
+    hw0_c: tuple[int, int]
+    hw1_c: tuple[int, int]
+    feat_c0: torch.Tensor
+    feat_c1: torch.Tensor
+
+
+def _coarse_mask(mask: torch.Tensor | None, hw_c: tuple[int, int], stride: int) -> torch.Tensor | None:
+    """(N, H, W) image-resolution or (N, Hc, Wc) coarse mask → (N, Hc, Wc) bool; a cell takes its top-left pixel."""
+    if mask is None:
+        return None
+    if tuple(mask.shape[-2:]) != tuple(hw_c):
+        mask = mask[..., ::stride, ::stride]
+    if tuple(mask.shape[-2:]) != tuple(hw_c):
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit a coarse map of {tuple(hw_c)}")
+    return mask.bool()
+
+
+class LoFTR(nn.Module):
+    """LoFTR (Sun et al., CVPR 2021), parameter-for-parameter compatible with the official checkpoints.
+
+    Args:
+        preset: name of a preset in :data:`loftr.config.PRESETS` (ignored when ``config`` is given).
+        weights: None (random init, eval mode), a file path, or a registry name (see :mod:`loftr.weights`).
+        config: an explicit :class:`LoFTRConfig`.
+
+    Call it like kornia's LoFTR: ``model({"image0": (N,1,H,W), "image1": ..., "mask0"?, "mask1"?})`` returns a dict
+    with ``keypoints0``, ``keypoints1`` (M, 2), ``confidence`` (M,), ``batch_indexes`` (M,). Or use :meth:`match`
+    for a typed :class:`Matches`, and :meth:`run` for the intermediates.
+    """
+
+    def __init__(self, preset: str = "outdoor_ds", weights: str | Path | None = None,
+                 config: LoFTRConfig | None = None) -> None:
+        super().__init__()
+        self.preset = preset if config is None else None
+        self.config = config if config is not None else get_preset(preset)
+        cfg = self.config
+        self.backbone = ResNetFPN(cfg.backbone)
+        self.pos_encoding = PositionEncodingSine(cfg.coarse.d_model, temp_bug_fix=cfg.temp_bug_fix)
+        self.loftr_coarse = LocalFeatureTransformer(cfg.coarse)
+        self.coarse_matching = CoarseMatching(cfg.match_coarse)
+        self.fine_preprocess = FinePreprocess(
+            cfg.coarse.d_model, cfg.fine.d_model, cfg.fine_window_size, cfg.fine_concat_coarse_feat
+        )
+        self.loftr_fine = LocalFeatureTransformer(cfg.fine)
+        self.eval()
+        if weights is not None:
+            from ..weights import load_weights  # the model package knows no files; weights.py does
+
+            load_weights(self, weights)
+
+    # -- stages -------------------------------------------------------------------------------------------------
+    def extract(self, image0: torch.Tensor, image1: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Backbone maps of both images: coarse0, fine0, coarse1, fine1 (one pass when the sizes agree)."""
+        if image0.shape == image1.shape:
+            n = image0.shape[0]
+            coarse, fine = self.backbone(torch.cat([image0, image1], 0))
+            return coarse[:n], fine[:n], coarse[n:], fine[n:]
+        c0, f0 = self.backbone(image0)
+        c1, f1 = self.backbone(image1)
+        return c0, f0, c1, f1
+
+    def transform_coarse(self, coarse0: torch.Tensor, coarse1: torch.Tensor, mask_c0: torch.Tensor | None = None,
+                         mask_c1: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backbone coarse maps (N, C, Hc, Wc) → position-encoded, transformed tokens (N, Hc*Wc, C)."""
+        t0 = self.pos_encoding(coarse0).flatten(2).transpose(1, 2)
+        t1 = self.pos_encoding(coarse1).flatten(2).transpose(1, 2)
+        m0 = mask_c0.flatten(1) if mask_c0 is not None else None
+        m1 = mask_c1.flatten(1) if mask_c1 is not None else None
+        return self.loftr_coarse(t0, t1, m0, m1)
+
+    def run(self, image0: torch.Tensor, image1: torch.Tensor, mask0: torch.Tensor | None = None,
+            mask1: torch.Tensor | None = None, *, thr: float | None = None,
+            supervision: Any | None = None) -> LoFTROutput:
+        """The whole pipeline. images (N, 1, H, W) in [0, 1]; masks (N, H, W) or (N, Hc, Wc), 1 = valid pixel.
+
+        ``supervision`` (training only): an object with ``b_ids``, ``i_ids``, ``j_ids`` of ground-truth coarse
+        matches, used to pad the coarse selections as the reference does (see :func:`pad_with_ground_truth`).
+        """
+        cfg = self.config
+        stride_c, stride_f = cfg.resolution
+        coarse0, fine0, coarse1, fine1 = self.extract(image0, image1)
+        hw0_c, hw1_c = tuple(coarse0.shape[2:]), tuple(coarse1.shape[2:])
+        mask_c0, mask_c1 = _coarse_mask(mask0, hw0_c, stride_c), _coarse_mask(mask1, hw1_c, stride_c)
+        feat_c0, feat_c1 = self.transform_coarse(coarse0, coarse1, mask_c0, mask_c1)
+        conf, selected = self.coarse_matching(feat_c0, feat_c1, hw0_c, hw1_c, mask_c0, mask_c1, thr=thr)
+        if supervision is not None:
+            selected = pad_with_ground_truth(selected, supervision, conf.shape, mask_c0, mask_c1,
+                                             cfg.match_coarse.train_coarse_percent,
+                                             cfg.match_coarse.train_pad_num_gt_min)
+        b, i, j = selected.b_ids, selected.i_ids, selected.j_ids
+        win0, win1 = self.fine_preprocess(fine0, fine1, feat_c0, feat_c1, b, i, j, hw0_c[1], hw1_c[1],
+                                          stride_c // stride_f)
+        if b.numel() > 0:
+            win0, win1 = self.loftr_fine(win0, win1)
+        expec_f = spatial_expectation(win0, win1)
+        coord = torch.promote_types(conf.dtype, torch.float32)
+        kpts0 = torch.stack([i % hw0_c[1], i // hw0_c[1]], 1).to(coord) * stride_c
+        kpts1 = torch.stack([j % hw1_c[1], j // hw1_c[1]], 1).to(coord) * stride_c
+        kpts1 = kpts1 + expec_f[:, :2].detach().to(coord) * (cfg.fine_window_size // 2) * stride_f
+        real = selected.mconf != 0  # ground-truth pads carry confidence 0
+        matches = Matches(kpts0[real], kpts1[real], selected.mconf[real], b[real])
+        return LoFTROutput(matches, selected, conf, expec_f, hw0_c, hw1_c, feat_c0, feat_c1)
+
+    def match(self, image0: torch.Tensor, image1: torch.Tensor, mask0: torch.Tensor | None = None,
+              mask1: torch.Tensor | None = None, thr: float | None = None) -> Matches:
+        """Matches of (N, 1, H, W) images in input pixels; see :meth:`run`."""
+        return self.run(image0, image1, mask0, mask1, thr=thr).matches
+
+    def forward(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """kornia-compatible call: a dict with image0, image1 (and optional mask0, mask1) → a NEW dict of matches."""
+        for key in ("image0", "image1"):
+            if key not in data:
+                raise KeyError(f"LoFTR input needs {key!r} of shape (N, 1, H, W)")
+        return self.match(data["image0"], data["image1"], data.get("mask0"), data.get("mask1")).to_dict()
+
+
+def pad_with_ground_truth(selected: CoarseMatches, supervision: Any, conf_shape: torch.Size,
+                          mask_c0: torch.Tensor | None, mask_c1: torch.Tensor | None, coarse_percent: float,
+                          pad_num_gt_min: int) -> CoarseMatches:
+    """Training-time coarse selections as in the reference: a random subset of predictions plus random ground-truth
+    matches (confidence 0), so the fine stage always has work and a bounded amount of it.
+    """
+    device = selected.b_ids.device
+    n, l, s = conf_shape
+    if mask_c0 is None:
+        max_candidates = n * max(l, s)
+    else:
+        cells0 = mask_c0.flatten(1).sum(1)
+        cells1 = mask_c1.flatten(1).sum(1) if mask_c1 is not None else torch.full_like(cells0, s)
+        max_candidates = int(torch.minimum(cells0, cells1).sum())
+    num_train = int(max_candidates * coarse_percent)
+    num_pred = selected.b_ids.numel()
+    if pad_num_gt_min >= num_train:
+        raise ValueError(f"train_pad_num_gt_min ({pad_num_gt_min}) must be below the training matches ({num_train})")
+    if num_pred <= num_train - pad_num_gt_min:
+        pred_idx = torch.arange(num_pred, device=device)
+    else:
+        pred_idx = torch.randint(num_pred, (num_train - pad_num_gt_min,), device=device)
+    num_gt = supervision.b_ids.numel()
+    if num_gt == 0:
+        return CoarseMatches(*(t[pred_idx] for t in (selected.b_ids, selected.i_ids, selected.j_ids, selected.mconf)))
+    gt_idx = torch.randint(num_gt, (max(num_train - num_pred, pad_num_gt_min),), device=device)
+    zeros = selected.mconf.new_zeros(gt_idx.shape[0])
+    return CoarseMatches(
+        torch.cat([selected.b_ids[pred_idx], supervision.b_ids[gt_idx]]),
+        torch.cat([selected.i_ids[pred_idx], supervision.i_ids[gt_idx]]),
+        torch.cat([selected.j_ids[pred_idx], supervision.j_ids[gt_idx]]),
+        torch.cat([selected.mconf[pred_idx], zeros]),
+    )

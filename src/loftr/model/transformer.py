@@ -1,0 +1,133 @@
+"""Local Feature Transformer: interleaved self- and cross-attention layers (linear or full attention)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import TransformerConfig
+
+
+def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
+    return F.elu(x) + 1
+
+
+def linear_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_mask: torch.Tensor | None = None,
+    kv_mask: torch.Tensor | None = None,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Linear attention (Katharopoulos et al. 2020) with the elu+1 kernel.
+
+    q (N, L, H, D), k/v (N, S, H, D), masks (N, L)/(N, S) with 1 = valid → (N, L, H, D).
+    Values are divided by S before the sums and multiplied back after, as the reference does against fp16 overflow.
+    """
+    Q, K = elu_feature_map(q), elu_feature_map(k)
+    if q_mask is not None:
+        Q = Q * q_mask[:, :, None, None]
+    if kv_mask is not None:
+        K = K * kv_mask[:, :, None, None]
+        v = v * kv_mask[:, :, None, None]
+    s = v.shape[1]
+    v = v / s
+    kv = torch.einsum("nshd,nshv->nhdv", K, v)
+    z = 1.0 / (torch.einsum("nlhd,nhd->nlh", Q, K.sum(dim=1)) + eps)
+    out = torch.einsum("nlhd,nhdv->nlhv", Q, kv) * z[..., None]
+    return (out * s).contiguous()
+
+
+def full_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_mask: torch.Tensor | None = None,
+    kv_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Softmax attention with scale 1/sqrt(D) through SDPA. Shapes as :func:`linear_attention`.
+
+    Padded keys are excluded; padded queries get an ordinary (ignored) output instead of the reference's NaN.
+    """
+    attn_mask = None
+    if kv_mask is not None:
+        attn_mask = kv_mask.bool()[:, None, None, :]  # (N, 1, 1, S)
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=attn_mask)
+    return out.transpose(1, 2).contiguous()
+
+
+class EncoderLayer(nn.Module):
+    """One attention layer: projections, attention, merge + LayerNorm, then an MLP on [x, message] + LayerNorm."""
+
+    def __init__(self, d_model: int, nhead: int, attention: str = "linear") -> None:
+        super().__init__()
+        self.nhead, self.dim = nhead, d_model // nhead
+        self.attention_type = attention
+        self.q_proj = nn.Linear(d_model, d_model, bias=False)
+        self.k_proj = nn.Linear(d_model, d_model, bias=False)
+        self.v_proj = nn.Linear(d_model, d_model, bias=False)
+        self.merge = nn.Linear(d_model, d_model, bias=False)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model * 2, d_model * 2, bias=False), nn.ReLU(True), nn.Linear(d_model * 2, d_model, bias=False)
+        )
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+
+    def project(self, x: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-head queries of x and keys/values of source: (N, L|S, H, D)."""
+        n = x.shape[0]
+        q = self.q_proj(x).view(n, -1, self.nhead, self.dim)
+        k = self.k_proj(source).view(n, -1, self.nhead, self.dim)
+        v = self.v_proj(source).view(n, -1, self.nhead, self.dim)
+        return q, k, v
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        source: torch.Tensor,
+        x_mask: torch.Tensor | None = None,
+        source_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x (N, L, C) attends to source (N, S, C) → (N, L, C)."""
+        n = x.shape[0]
+        q, k, v = self.project(x, source)
+        attend = linear_attention if self.attention_type == "linear" else full_attention
+        message = attend(q, k, v, x_mask, source_mask)
+        message = self.norm1(self.merge(message.view(n, -1, self.nhead * self.dim)))
+        message = self.norm2(self.mlp(torch.cat([x, message], dim=2)))
+        return x + message
+
+
+class LocalFeatureTransformer(nn.Module):
+    """A stack of :class:`EncoderLayer` named 'self' (each image with itself) or 'cross' (each with the other)."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.layer_names = tuple(config.layer_names)
+        self.layers = nn.ModuleList(
+            EncoderLayer(config.d_model, config.nhead, config.attention) for _ in self.layer_names
+        )
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def forward(
+        self,
+        feat0: torch.Tensor,
+        feat1: torch.Tensor,
+        mask0: torch.Tensor | None = None,
+        mask1: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """feat0 (N, L, C), feat1 (N, S, C), masks (N, L)/(N, S) → transformed features, same shapes."""
+        if feat0.shape[-1] != self.config.d_model:
+            raise ValueError(f"features have {feat0.shape[-1]} channels, the transformer expects {self.config.d_model}")
+        for layer, name in zip(self.layers, self.layer_names):
+            if name == "self":
+                feat0, feat1 = layer(feat0, feat0, mask0, mask0), layer(feat1, feat1, mask1, mask1)
+            else:
+                feat0 = layer(feat0, feat1, mask0, mask1)
+                feat1 = layer(feat1, feat0, mask1, mask0)
+        return feat0, feat1

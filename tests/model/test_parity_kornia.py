@@ -1,0 +1,111 @@
+"""Our model against kornia's port of the official LoFTR, on the same random weights and real photos."""
+
+from __future__ import annotations
+
+import copy
+import sys
+import types
+
+import pytest
+import torch
+
+from loftr import LoFTR, get_preset
+from loftr.config import with_overrides
+
+from ..conftest import TUM0, TUM1, load_grey, photo, randomize
+
+kornia_loftr = pytest.importorskip("kornia.feature.loftr.loftr")
+
+
+def _reference_log_optimal_transport(scores: torch.Tensor, alpha: torch.Tensor, iters: int) -> torch.Tensor:
+    """SuperGlue's log-space Sinkhorn with dustbins, written out plainly for kornia (which does not ship it)."""
+    b, m, n = scores.shape
+    bins0 = alpha.expand(b, m, 1)
+    bins1 = alpha.expand(b, 1, n)
+    corner = alpha.expand(b, 1, 1)
+    Z = torch.cat([torch.cat([scores, bins0], -1), torch.cat([bins1, corner], -1)], 1)
+    norm = -torch.log(torch.tensor(float(m + n)))
+    log_mu = torch.cat([norm.expand(m), (torch.log(torch.tensor(float(n))) + norm)[None]])[None].expand(b, -1)
+    log_nu = torch.cat([norm.expand(n), (torch.log(torch.tensor(float(m))) + norm)[None]])[None].expand(b, -1)
+    u, v = torch.zeros_like(log_mu), torch.zeros_like(log_nu)
+    for _ in range(iters):
+        u = log_mu - torch.logsumexp(Z + v[:, None, :], dim=2)
+        v = log_nu - torch.logsumexp(Z + u[:, :, None], dim=1)
+    return Z + u[:, :, None] + v[:, None, :] - norm
+
+
+def _kornia_config(preset: str, thr: float) -> dict:
+    cfg = copy.deepcopy(kornia_loftr.default_cfg)
+    ours = get_preset(preset)
+    cfg["coarse"]["temp_bug_fix"] = ours.temp_bug_fix
+    cfg["match_coarse"].update(
+        thr=thr, match_type=ours.match_coarse.match_type, skh_prefilter=ours.match_coarse.skh_prefilter,
+        sparse_spvs=False,
+    )
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def _superglue_module(monkeypatch):
+    module = types.ModuleType("kornia.feature.loftr.utils.superglue")
+    module.log_optimal_transport = _reference_log_optimal_transport
+    monkeypatch.setitem(sys.modules, "kornia.feature.loftr.utils.superglue", module)
+
+
+@pytest.mark.parametrize(
+    "preset,thr",
+    [("outdoor_ds", 1e-6), ("indoor_ds_new", 1e-6), ("outdoor_ot", 1e-4)],
+)
+def test_same_matches_as_kornia(preset: str, thr: float) -> None:
+    torch.manual_seed(0)
+    ours = randomize(LoFTR(config=with_overrides(get_preset(preset), thr=thr)), seed=1)
+    theirs = kornia_loftr.LoFTR(pretrained=None, config=_kornia_config(preset, thr))
+    theirs.load_state_dict(copy.deepcopy(ours.state_dict()))
+    theirs.eval()
+
+    # float64: the comparison is of semantics; float32 rounding through 8 attention layers moves confidences by
+    # ~1e-5 relative (sim / temperature amplifies it), which would blur a real difference.
+    ours.double()
+    theirs.double()
+    img0 = load_grey(photo(TUM0), (320, 240)).double()
+    img1 = load_grey(photo(TUM1), (320, 240)).double()
+    with torch.inference_mode():
+        a = ours({"image0": img0, "image1": img1})
+        b = theirs({"image0": img0, "image1": img1})
+    n = len(b["confidence"])
+    assert n >= 150, f"threshold too high for a meaningful comparison: {n} matches"
+    assert len(a["confidence"]) == n
+    torch.testing.assert_close(a["keypoints0"], b["keypoints0"], atol=1e-3, rtol=0)
+    torch.testing.assert_close(a["keypoints1"], b["keypoints1"], atol=1e-3, rtol=0)
+    torch.testing.assert_close(a["confidence"], b["confidence"], atol=1e-5, rtol=0)
+    assert torch.equal(a["batch_indexes"], b["batch_indexes"])
+
+
+def test_float32_same_count_and_keypoints() -> None:
+    ours = randomize(LoFTR(config=with_overrides(get_preset("outdoor_ds"), thr=1e-6)), seed=3)
+    theirs = kornia_loftr.LoFTR(pretrained=None, config=_kornia_config("outdoor_ds", 1e-6))
+    theirs.load_state_dict(copy.deepcopy(ours.state_dict()))
+    theirs.eval()
+    img0, img1 = load_grey(photo(TUM0), (320, 240)), load_grey(photo(TUM1), (320, 240))
+    with torch.inference_mode():
+        a = ours({"image0": img0, "image1": img1})
+        b = theirs({"image0": img0, "image1": img1})
+    assert len(b["confidence"]) >= 150
+    assert len(a["confidence"]) == len(b["confidence"])
+    torch.testing.assert_close(a["keypoints1"], b["keypoints1"], atol=1e-3, rtol=0)
+    torch.testing.assert_close(a["confidence"], b["confidence"], atol=1e-4, rtol=1e-4)
+
+
+def test_pairs_of_different_sizes_match_kornia() -> None:
+    ours = randomize(LoFTR(config=with_overrides(get_preset("outdoor_ds"), thr=1e-6)), seed=2)
+    theirs = kornia_loftr.LoFTR(pretrained=None, config=_kornia_config("outdoor_ds", 1e-6))
+    theirs.load_state_dict(copy.deepcopy(ours.state_dict()))
+    theirs.eval()
+    img0 = load_grey(photo(TUM0), (320, 240))
+    img1 = load_grey(photo(TUM1), (342, 262))
+    with torch.inference_mode():
+        a = ours({"image0": img0, "image1": img1})
+        b = theirs({"image0": img0, "image1": img1})
+    assert len(b["confidence"]) >= 50
+    assert len(a["confidence"]) == len(b["confidence"])
+    torch.testing.assert_close(a["keypoints1"], b["keypoints1"], atol=1e-3, rtol=0)
