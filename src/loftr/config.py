@@ -117,11 +117,11 @@ PRESETS: dict[str, LoFTRConfig] = {
     "indoor_ds_new": _official(temp_bug_fix=True, match_type="dual_softmax", train_coarse_percent=0.2),
     # ours: a small model trained here on homographic pairs (see loftr.train), bundled with the package
     "tiny_ds": LoFTRConfig(
-        backbone=BackboneConfig(initial_dim=64, block_dims=(64, 96, 128)),
+        backbone=BackboneConfig(initial_dim=32, block_dims=(32, 64, 128)),
         coarse=TransformerConfig(d_model=128, nhead=8, layer_names=("self", "cross") * 2),
         temp_bug_fix=True,
         match_coarse=CoarseMatchingConfig(train_coarse_percent=0.3, train_pad_num_gt_min=32),
-        fine=TransformerConfig(d_model=64, nhead=8, layer_names=("self", "cross")),
+        fine=TransformerConfig(d_model=32, nhead=4, layer_names=("self", "cross")),
     ),
 }
 

@@ -1,0 +1,146 @@
+"""The ``loftr`` command: match, weights, train (and more, one sub-command each)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import LoFTRError
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", default="default", help="registry name of the weights (see `loftr weights list`)")
+    src.add_argument("--weights", help="a checkpoint file (official .ckpt, kornia, .pt/.pth, .safetensors)")
+    p.add_argument("--preset", help="model preset the weights need (outdoor_ds, indoor_ds, indoor_ds_new, "
+                   "outdoor_ot, indoor_ot, tiny_ds); read from the file's metadata when absent")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--resize", nargs=2, type=int, metavar=("W", "H"), help="resize both images to W x H")
+    size.add_argument("--max-size", type=int, default=640, help="longest image side (default 640; 0 = keep)")
+    p.add_argument("--threshold", type=float, help="coarse confidence threshold (default 0.2)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+
+
+def _matcher(args: argparse.Namespace, max_matches: int | None = None):
+    from .matcher import Matcher
+
+    return Matcher(args.model, weights=args.weights, preset=args.preset,
+                   resize=tuple(args.resize) if args.resize else None,
+                   max_size=None if args.resize or not args.max_size else args.max_size,
+                   threshold=args.threshold, max_matches=max_matches, device=args.device, dtype=args.dtype)
+
+
+def save_matches(matches, path: str | Path) -> Path:
+    """keypoints0, keypoints1 (float32, original pixels) and confidence to .npz or .json."""
+    import numpy as np
+
+    path = Path(path)
+    arrays = matches.numpy()
+    arrays.pop("batch_indexes")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".npz":
+        np.savez(path, **arrays)
+    elif path.suffix == ".json":
+        path.write_text(json.dumps({k: v.tolist() for k, v in arrays.items()}))
+    else:
+        raise LoFTRError(f"--save-matches must end in .npz or .json, got {path.name}")
+    return path
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    from .io import read_image, to_grey
+
+    if args.out and Path(args.out).suffix.lower() not in (".pdf", ".png", ".svg"):
+        raise LoFTRError(f"--out must end in .pdf, .png or .svg, got {Path(args.out).name}")
+    if args.save_matches and Path(args.save_matches).suffix not in (".npz", ".json"):
+        raise LoFTRError(f"--save-matches must end in .npz or .json, got {Path(args.save_matches).name}")
+    images = [read_image(p) for p in (args.image0, args.image1)]
+    matcher = _matcher(args, args.max_matches)
+    matches = matcher(images[0], images[1])
+    print(f"Matches: {len(matches)}")
+    if args.save_matches:
+        print(f"matches written to {save_matches(matches, args.save_matches)}")
+    if args.out:
+        from .viz import plot_matches
+
+        m = matches.numpy()
+        plot_matches(to_grey(images[0]).numpy(), to_grey(images[1]).numpy(), m["keypoints0"], m["keypoints1"],
+                     m["confidence"], path=args.out)
+        print(f"figure written to {args.out}")
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from . import weights
+
+    if args.action == "list":
+        rows = weights.registry_table()
+        for r in rows:
+            print(f"{r['name']:<20} preset={r['preset']:<14} local={r['local']}\n{'':<20} {r['note']}")
+    elif args.action == "download":
+        if not args.target:
+            raise LoFTRError("usage: loftr weights download NAME")
+        print(weights.download(args.target))
+    elif args.action == "info":
+        if not args.target:
+            raise LoFTRError("usage: loftr weights info PATH")
+        print(json.dumps(weights.describe(args.target), indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train.__main__ import run
+
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loftr", description="LoFTR detector-free image matching")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("match", help="match two images; print the count, write the figure and/or the matches")
+    p.add_argument("image0")
+    p.add_argument("image1")
+    _add_model_args(p)
+    p.add_argument("--max-matches", type=int, help="keep the K most confident matches")
+    p.add_argument("--out", help="figure file (.pdf, .png or .svg)")
+    p.add_argument("--save-matches", help="matches file (.npz or .json)")
+    p.set_defaults(func=cmd_match)
+
+    p = sub.add_parser("weights", help="known checkpoints: list, download NAME, info PATH")
+    p.add_argument("action", choices=["list", "download", "info"])
+    p.add_argument("target", nargs="?")
+    p.set_defaults(func=cmd_weights)
+
+    from .train.__main__ import build_parser as train_parser
+
+    p = train_parser(sub.add_parser("train", help="train on homographic pairs of a folder of photos"))
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (LoFTRError, FileNotFoundError) as exc:
+        if args.verbose:
+            raise
+        print(f"loftr: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("loftr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

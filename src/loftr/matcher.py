@@ -1,0 +1,136 @@
+"""The public face: :class:`Matcher` and :func:`match` turn user images into :class:`Matches` in original pixels."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from .errors import LoFTRError, WeightsError
+from .io import ImageLike, PreparedImage, prepare
+from .model import LoFTR
+from .types import Matches
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """'auto'/None → cuda, then mps, then cpu; anything else as given (an unavailable device raises)."""
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LoFTRError("device 'cuda' was asked for but CUDA is not available")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise LoFTRError("device 'mps' was asked for but MPS is not available")
+    return device
+
+
+def build_model(model: str = "default", weights: str | Path | None = None, preset: str | None = None) -> LoFTR:
+    """A LoFTR with weights: a registry name (``model``) or a file (``weights``, with ``preset`` or the preset of
+    the file's metadata, else outdoor_ds)."""
+    from .weights import lookup, read_state_dict
+
+    if weights is not None:
+        if preset is None:
+            _, meta = read_state_dict(weights)
+            preset = meta.get("preset", "outdoor_ds")
+        return LoFTR(preset, weights=weights)
+    entry = lookup(model)
+    if preset is not None and preset != entry.preset:
+        raise WeightsError(f"weights {entry.name!r} need preset {entry.preset!r}, not {preset!r}")
+    return LoFTR(entry.preset, weights=entry.name)
+
+
+class Matcher:
+    """A reusable matcher: load once, match many pairs.
+
+    Args:
+        model: registry name of the weights ("default" = the bundled model), or a ready :class:`LoFTR`.
+        weights: a checkpoint file instead of a registry name; ``preset`` says which model it fits.
+        resize: (W, H) to resize both images to (distorts the aspect ratio if it differs).
+        max_size: longest side after resizing, aspect kept (default 640; None keeps the size).
+        threshold: coarse confidence threshold (default: the preset's, 0.2).
+        max_matches: keep the most confident K matches.
+        device: "cpu", "cuda", "mps" or "auto"; dtype: "fp32", "fp16" or "bf16" (autocast; fp32 keeps the exact
+            reference numerics).
+    """
+
+    def __init__(self, model: str | LoFTR = "default", *, weights: str | Path | None = None, preset: str | None = None,
+                 resize: tuple[int, int] | None = None, max_size: int | None = 640, threshold: float | None = None,
+                 max_matches: int | None = None, device: str | torch.device | None = "cpu",
+                 dtype: str | torch.dtype = "fp32") -> None:
+        self.device = resolve_device(device)
+        if isinstance(dtype, str):
+            if dtype not in _DTYPES:
+                raise LoFTRError(f"unknown dtype {dtype!r}; use one of fp32, fp16, bf16")
+            dtype = _DTYPES[dtype]
+        self.dtype = dtype
+        net = model if isinstance(model, LoFTR) else build_model(model, weights, preset)
+        self.model = net.to(self.device).eval()
+        self.threshold = threshold
+        self.resize, self.max_size, self.max_matches = resize, max_size, max_matches
+        self.stride = self.model.config.resolution[0]
+
+    def prepare(self, image: ImageLike) -> PreparedImage:
+        return prepare(image, resize=self.resize, max_size=self.max_size, divisor=self.stride)
+
+    @torch.inference_mode()
+    def __call__(self, image0: ImageLike, image1: ImageLike) -> Matches:
+        """Matches of one pair, keypoints in the pixels of the ORIGINAL images, most confident first."""
+        p0, p1 = self.prepare(image0), self.prepare(image1)
+        matches = self.match_prepared(p0, p1)
+        return self._to_original(matches, p0, p1)
+
+    def match_prepared(self, p0: PreparedImage, p1: PreparedImage) -> Matches:
+        """Matches in network-input pixels of two prepared images."""
+        dev = self.device
+        img0, img1 = p0.image.to(dev), p1.image.to(dev)
+        m0 = p0.mask.to(dev) if p0.mask is not None else None
+        m1 = p1.mask.to(dev) if p1.mask is not None else None
+        if (m0 is None) != (m1 is None):  # one side padded: give the other an all-valid mask
+            m0 = m0 if m0 is not None else torch.ones(img0.shape[0], *img0.shape[2:], dtype=torch.bool, device=dev)
+            m1 = m1 if m1 is not None else torch.ones(img1.shape[0], *img1.shape[2:], dtype=torch.bool, device=dev)
+        if self.dtype == torch.float32:
+            return self.model.match(img0, img1, m0, m1, thr=self.threshold)
+        with torch.autocast(device_type=dev.type, dtype=self.dtype):
+            return self.model.match(img0, img1, m0, m1, thr=self.threshold)
+
+    def _to_original(self, m: Matches, p0: PreparedImage, p1: PreparedImage) -> Matches:
+        s0 = m.keypoints0.new_tensor(p0.scale)
+        s1 = m.keypoints1.new_tensor(p1.scale)
+        out = Matches((m.keypoints0.float() / s0).cpu(), (m.keypoints1.float() / s1).cpu(), m.confidence.float().cpu(),
+                      m.batch_indexes.cpu())
+        out = out.top_k(len(out)) if self.max_matches is None else out.top_k(self.max_matches)
+        return out
+
+
+@lru_cache(maxsize=4)
+def _cached_matcher(model: str, weights: str | None, preset: str | None, device: str) -> Matcher:
+    return Matcher(model, weights=weights, preset=preset, device=device)
+
+
+def match(image0: ImageLike, image1: ImageLike, model: str = "default", *, weights: str | Path | None = None,
+          preset: str | None = None, resize: tuple[int, int] | None = None, max_size: int | None = 640,
+          threshold: float | None = None, max_matches: int | None = None, device: str = "cpu",
+          dtype: str = "fp32") -> Matches:
+    """Match two images (paths, arrays or tensors) → :class:`Matches` in original pixels, most confident first.
+
+    The model is loaded once per (model, weights, preset, device) and reused by later calls.
+    """
+    base = _cached_matcher(model, str(weights) if weights else None, preset, str(device))
+    m = Matcher(base.model, resize=resize, max_size=max_size, threshold=threshold, max_matches=max_matches,
+                device=device, dtype=dtype)
+    return m(image0, image1)
+
+
+__all__ = ["Matcher", "match", "build_model", "resolve_device"]

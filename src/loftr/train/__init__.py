@@ -1,0 +1,1 @@
+"""Training LoFTR on homographic pairs of real photos (self-supervised), with the official losses."""

@@ -1,0 +1,105 @@
+"""Homographic training pairs from a folder of photos: random crop, random homography, photometric changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """Image files under ``root`` (recursive), sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"training image folder {root} does not exist")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def random_homography(rng: np.random.Generator, size: int, max_angle: float = 30.0, scale: tuple[float, float] = (0.75, 1.33),
+                      perspective: float = 0.15, shift: float = 0.12) -> np.ndarray:
+    """A 3x3 homography of a ``size``×``size`` crop onto itself: rotation, scale, shear-free perspective, shift,
+    all about the crop centre. Maps image0 pixels to image1 pixels."""
+    c = (size - 1) / 2.0
+    to_centre = np.array([[1, 0, -c], [0, 1, -c], [0, 0, 1]], dtype=np.float64)
+    back = np.array([[1, 0, c], [0, 1, c], [0, 0, 1]], dtype=np.float64)
+    a = np.deg2rad(rng.uniform(-max_angle, max_angle))
+    s = np.exp(rng.uniform(np.log(scale[0]), np.log(scale[1])))
+    rot = np.array([[s * np.cos(a), -s * np.sin(a), 0], [s * np.sin(a), s * np.cos(a), 0], [0, 0, 1]])
+    persp = np.eye(3)
+    persp[2, :2] = rng.uniform(-perspective, perspective, 2) / size
+    move = np.eye(3)
+    move[:2, 2] = rng.uniform(-shift, shift, 2) * size
+    return back @ move @ persp @ rot @ to_centre
+
+
+def photometric(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Random brightness, contrast, gamma, blur and noise on a float image in [0, 1]."""
+    img = img * rng.uniform(0.7, 1.3) + rng.uniform(-0.15, 0.15)
+    img = (img - img.mean()) * rng.uniform(0.7, 1.3) + img.mean()
+    img = np.clip(img, 0, 1) ** np.exp(rng.uniform(-0.4, 0.4))
+    if rng.random() < 0.3:
+        k = int(rng.choice([3, 5]))
+        img = cv2.GaussianBlur(img, (k, k), 0)
+    img = img + rng.normal(0, rng.uniform(0, 0.03), img.shape)
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PairSample:
+    image0: torch.Tensor  # (1, S, S) float in [0, 1]
+    image1: torch.Tensor  # (1, S, S)
+    H_0to1: torch.Tensor  # (3, 3) float64, image0 pixels → image1 pixels
+    valid1: torch.Tensor  # (S, S) bool, pixels of image1 that come from inside the source crop
+
+
+class HomographyPairs(Dataset):
+    """``length`` random pairs per epoch from ``images``; item k is reproducible from (seed, epoch, k)."""
+
+    def __init__(self, images: list[Path], size: int = 256, length: int = 1000, seed: int = 0) -> None:
+        if not images:
+            raise ValueError("no training images")
+        self.images, self.size, self.length, self.seed = list(images), size, length, seed
+        self.epoch = 0
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _grey(self, k: int) -> np.ndarray:
+        if k not in self._cache:
+            img = cv2.imread(str(self.images[k]), cv2.IMREAD_GRAYSCALE)
+            if img is None:
+                raise ValueError(f"cannot read training image {self.images[k]}")
+            longest = max(img.shape)
+            if longest > 1024:  # keep the cache small; crops are taken at several scales below
+                f = 1024 / longest
+                img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+            self._cache[k] = img.astype(np.float32) / 255.0
+        return self._cache[k]
+
+    def __getitem__(self, index: int) -> PairSample:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        s = self.size
+        img = self._grey(int(rng.integers(len(self.images))))
+        h, w = img.shape
+        side = int(min(h, w) * rng.uniform(0.5, 1.0))
+        side = max(min(side, h, w), 1)
+        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        crop = cv2.resize(img[y:y + side, x:x + side], (s, s), interpolation=cv2.INTER_AREA)
+        H = random_homography(rng, s)
+        warped = cv2.warpPerspective(crop, H, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        valid = cv2.warpPerspective(np.ones_like(crop), H, (s, s), flags=cv2.INTER_NEAREST) > 0.5
+        img0, img1 = photometric(rng, crop), photometric(rng, warped)
+        img1 = np.where(valid, img1, 0.0).astype(np.float32)
+        return PairSample(torch.from_numpy(img0)[None], torch.from_numpy(img1)[None], torch.from_numpy(H),
+                          torch.from_numpy(valid))
+
+
+def collate(samples: list[PairSample]) -> PairSample:
+    return PairSample(*(torch.stack([getattr(s, f) for s in samples]) for f in ("image0", "image1", "H_0to1", "valid1")))

@@ -1,0 +1,286 @@
+"""Weights: the registry of known checkpoints, download with sha256 verification, and safe, strict loading.
+
+Accepted files: official LoFTR Lightning checkpoints (``state_dict`` with a ``matcher.`` prefix), kornia's copies of
+them, plain state dicts (``.pt``/``.pth``/``.ckpt``), and ``.safetensors`` (ours, fp16, with the preset in the
+metadata). Pickles are opened with ``torch.load(weights_only=True)``: code inside a checkpoint is never executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from .errors import WeightsError
+
+if TYPE_CHECKING:
+    from .model import LoFTR
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A known checkpoint: where it comes from and which preset it needs."""
+
+    name: str
+    preset: str
+    filename: str
+    urls: tuple[str, ...] = ()
+    sha256: str | None = None
+    bundled: bool = False
+    note: str = ""
+
+
+_KORNIA_HF = "https://huggingface.co/kornia/loftr/resolve/main/"
+_CMP = "https://cmp.felk.cvut.cz/~mishkdmy/models/"
+_OFFICIAL_DRIVE = "https://drive.google.com/drive/folders/1xu2Pq6mZT5hmFgiYMBT9Zt8h1yO-3SIp"
+
+REGISTRY: dict[str, Checkpoint] = {
+    c.name: c
+    for c in (
+        Checkpoint("outdoor_ds", "outdoor_ds", "loftr_outdoor.ckpt", (_KORNIA_HF + "loftr_outdoor.ckpt", _CMP + "loftr_outdoor.ckpt"),
+                   note="official MegaDepth dual-softmax model (kornia mirror)"),
+        Checkpoint("indoor_ds", "indoor_ds", "loftr_indoor.ckpt", (_KORNIA_HF + "loftr_indoor.ckpt", _CMP + "loftr_indoor.ckpt"),
+                   note="official ScanNet dual-softmax model (kornia mirror)"),
+        Checkpoint("indoor_ds_new", "indoor_ds_new", "loftr_indoor_ds_new.ckpt",
+                   (_KORNIA_HF + "loftr_indoor_ds_new.ckpt", _CMP + "loftr_indoor_ds_new.ckpt"),
+                   note="official ScanNet dual-softmax model, fixed positional encoding (kornia mirror)"),
+        Checkpoint("outdoor_ot", "outdoor_ot", "outdoor_ot.ckpt",
+                   note=f"official MegaDepth optimal-transport model: Google Drive only ({_OFFICIAL_DRIVE})"),
+        Checkpoint("indoor_ot", "indoor_ot", "indoor_ot.ckpt",
+                   note=f"official ScanNet optimal-transport model: Google Drive only ({_OFFICIAL_DRIVE})"),
+        Checkpoint("tiny_ds", "tiny_ds", "tiny_ds.safetensors", bundled=True,
+                   note="ours: small model trained on homographic pairs of 128 photos, shipped with the package"),
+    )
+}
+DEFAULT = "tiny_ds"
+
+
+def cache_dir() -> Path:
+    """Where downloads go: $LOFTR_CACHE, else $TORCH_HOME/hub/checkpoints/loftr, else
+    $XDG_CACHE_HOME/torch/hub/checkpoints/loftr, else ~/.cache/torch/hub/checkpoints/loftr."""
+    if os.environ.get("LOFTR_CACHE"):
+        return Path(os.environ["LOFTR_CACHE"])
+    if os.environ.get("TORCH_HOME"):
+        return Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints" / "loftr"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "torch" / "hub" / "checkpoints" / "loftr"
+
+
+def bundled_path(filename: str) -> Path:
+    """Path of a weights file shipped inside the package (may not exist)."""
+    return Path(str(resources.files("loftr") / "weights" / filename))
+
+
+def sha256_of(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def lookup(name: str) -> Checkpoint:
+    key = DEFAULT if name == "default" else name
+    if key not in REGISTRY:
+        raise WeightsError(f"unknown weights {name!r}; known: default, {', '.join(REGISTRY)} (or give a file path)")
+    return REGISTRY[key]
+
+
+def download(name: str, *, force: bool = False, progress: bool = True, timeout: float = 30.0) -> Path:
+    """The local file of registry entry ``name``: bundled, cached, or downloaded (mirrors tried in turn) into
+    :func:`cache_dir` with a progress bar, and checked against its sha256 when one is known."""
+    ckpt = lookup(name)
+    if ckpt.bundled:
+        path = bundled_path(ckpt.filename)
+        if not path.exists():
+            raise WeightsError(f"the bundled weights {ckpt.filename} are missing from this installation ({path})")
+        return path
+    target = cache_dir() / ckpt.filename
+    if target.exists() and not force:
+        _verify(target, ckpt)
+        return target
+    if not ckpt.urls:
+        raise WeightsError(f"{ckpt.name} has no direct download ({ckpt.note}); download it yourself and place it at "
+                           f"{target}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for url in ckpt.urls:
+        try:
+            _fetch(url, target, progress=progress, timeout=timeout)
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
+            continue
+        _verify(target, ckpt)
+        return target
+    raise WeightsError(f"could not download {ckpt.name} ({'; '.join(errors)}). Offline? Get {ckpt.filename} from "
+                       f"{ckpt.urls[0]} and place it at {target}, or pass its path with --weights")
+
+
+def _fetch(url: str, target: Path, *, progress: bool, timeout: float) -> None:
+    """Stream ``url`` to a temporary file beside ``target`` and rename it into place when complete."""
+    from tqdm import tqdm
+
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=target.name,
+                                                  disable=not progress) as bar:
+                for chunk in iter(lambda: response.read(1 << 16), b""):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def _verify(path: Path, ckpt: Checkpoint) -> None:
+    if ckpt.sha256 is None:
+        return
+    digest = sha256_of(path)
+    if digest != ckpt.sha256:
+        path.unlink()
+        raise WeightsError(f"{path.name}: sha256 {digest} does not match the expected {ckpt.sha256}; the file was "
+                           "removed, download it again")
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors of a checkpoint file, with keys as in :class:`loftr.LoFTR`, and its metadata (may be empty)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(f"{path} is not a valid safetensors file: {exc}") from None
+        return remap_state_dict(state), meta
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a refusal
+        raise WeightsError(f"refusing to load {path}: not a plain tensor checkpoint ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:200]})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path} holds no state dict of tensors")
+    return remap_state_dict(obj), {}
+
+
+def remap_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official/kornia key names → ours: strip a ``matcher.`` or ``module.`` prefix; drop the positional-encoding
+    table (recomputed, and stored by some old checkpoints)."""
+    out = {}
+    for key, value in state.items():
+        for prefix in ("matcher.", "module."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        if key == "pos_encoding.pe":
+            continue
+        out[key] = value
+    return out
+
+
+def load_weights(model: "LoFTR", weights: str | Path) -> "LoFTR":
+    """Load a registry name or a file into ``model`` strictly, cast to the model's dtype; returns the model (eval)."""
+    path = Path(weights)
+    if not path.exists() and isinstance(weights, str) and ("/" not in weights and "\\" not in weights):
+        path = download(weights)
+    state, meta = read_state_dict(path)
+    preset = model.preset or "custom config"
+    if meta.get("preset") and model.preset and meta["preset"] != model.preset:
+        raise WeightsError(f"{path.name} was trained for preset {meta['preset']!r}, not {model.preset!r}: "
+                           f"use --preset {meta['preset']}")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise WeightsError(f"{path.name} does not fit preset {preset!r}: missing keys {_short(missing)}, "
+                           f"unexpected keys {_short(unexpected)}")
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if state[k].shape != v.shape]
+    if wrong:
+        raise WeightsError(f"{path.name} does not fit preset {preset!r}: shape mismatch in {_short(wrong)}")
+    dtype = next(model.parameters()).dtype
+    model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    return model.eval()
+
+
+def _short(items: list[str], limit: int = 6) -> str:
+    if not items:
+        return "none"
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def save_safetensors(model: "LoFTR", path: str | Path, *, preset: str, extra: dict[str, str] | None = None,
+                     dtype: torch.dtype = torch.float16) -> Path:
+    """Write the model's weights as one safetensors file (fp16 by default) with preset and format metadata.
+    BatchNorm counters (``num_batches_tracked``) are kept as integers."""
+    from safetensors.torch import save_file
+
+    state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    meta = {"preset": preset, "format_version": FORMAT_VERSION, "library": "loftr"}
+    meta.update(extra or {})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata=meta)
+    return path
+
+
+def describe(path: str | Path) -> dict[str, object]:
+    """What ``loftr weights info`` prints: size, sha256, tensor count, parameter count, metadata, fitting presets."""
+    from .config import PRESETS
+    from .model import LoFTR
+
+    state, meta = read_state_dict(path)
+    fits = []
+    for name in PRESETS:
+        own = LoFTR(name).state_dict()
+        if set(own) == set(state) and all(own[k].shape == state[k].shape for k in own):
+            fits.append(name)
+    return {
+        "path": str(path),
+        "bytes": Path(path).stat().st_size,
+        "sha256": sha256_of(path),
+        "tensors": len(state),
+        "parameters": int(sum(v.numel() for k, v in state.items() if "num_batches_tracked" not in k)),
+        "dtype": str(next(iter(state.values())).dtype).replace("torch.", "") if state else "-",
+        "metadata": meta,
+        "fits_presets": fits,
+    }
+
+
+def registry_table() -> list[dict[str, object]]:
+    """One row per registry entry, with whether a local copy exists."""
+    rows = []
+    for c in REGISTRY.values():
+        local = bundled_path(c.filename) if c.bundled else cache_dir() / c.filename
+        rows.append({"name": c.name + (" (default)" if c.name == DEFAULT else ""), "preset": c.preset,
+                     "local": str(local) if local.exists() else "-", "source": "bundled" if c.bundled else
+                     (c.urls[0] if c.urls else "manual"), "note": c.note})
+    return rows
+
+
+__all__ = ["REGISTRY", "DEFAULT", "Checkpoint", "cache_dir", "download", "load_weights", "read_state_dict",
+           "remap_state_dict", "save_safetensors", "describe", "registry_table", "sha256_of", "lookup"]

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from loftr import LoFTR
+from loftr import weights as W
+from loftr.errors import WeightsError
+
+
+@pytest.fixture(scope="module")
+def tiny() -> LoFTR:
+    torch.manual_seed(0)
+    return LoFTR("tiny_ds")
+
+
+def _same(a: LoFTR, b: LoFTR, atol: float = 0.0) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.allclose(sa[k].float(), sb[k].float(), atol=atol) for k in sa)
+
+
+def test_safetensors_round_trip_in_fp16(tiny: LoFTR, tmp_path: Path) -> None:
+    path = W.save_safetensors(tiny, tmp_path / "t.safetensors", preset="tiny_ds")
+    loaded = LoFTR("tiny_ds", weights=path)
+    assert _same(tiny, loaded, atol=2e-3)
+    assert next(loaded.parameters()).dtype == torch.float32
+    info = W.describe(path)
+    assert info["metadata"]["preset"] == "tiny_ds" and info["fits_presets"] == ["tiny_ds"]
+    assert info["dtype"] == "float16"
+
+
+def test_official_lightning_checkpoint_with_matcher_prefix(tiny: LoFTR, tmp_path: Path) -> None:
+    state = {"matcher." + k: v for k, v in tiny.state_dict().items()}
+    torch.save({"epoch": 29, "global_step": 1000, "state_dict": state, "hparams_name": "config"}, tmp_path / "o.ckpt")
+    assert _same(tiny, LoFTR("tiny_ds", weights=tmp_path / "o.ckpt"))
+    torch.save(tiny.state_dict(), tmp_path / "plain.pth")  # plain state dict
+    assert _same(tiny, LoFTR("tiny_ds", weights=tmp_path / "plain.pth"))
+
+
+def test_wrong_checkpoint_names_preset_and_keys(tmp_path: Path) -> None:
+    torch.save({"state_dict": LoFTR("outdoor_ot").state_dict()}, tmp_path / "ot.ckpt")
+    with pytest.raises(WeightsError) as err:
+        LoFTR("outdoor_ds", weights=tmp_path / "ot.ckpt")
+    msg = str(err.value)
+    assert "outdoor_ds" in msg and "coarse_matching.bin_score" in msg and "unexpected" in msg
+    torch.save(LoFTR("outdoor_ds").state_dict(), tmp_path / "ds.pth")
+    with pytest.raises(WeightsError, match="missing keys coarse_matching.bin_score"):
+        LoFTR("outdoor_ot", weights=tmp_path / "ds.pth")
+    with pytest.raises(WeightsError, match="tiny_ds.*unexpected keys loftr_coarse.layers.4"):
+        LoFTR("tiny_ds", weights=tmp_path / "ds.pth")
+    state = LoFTR("tiny_ds").state_dict()
+    state["backbone.conv1.weight"] = torch.zeros(64, 1, 7, 7)
+    torch.save(state, tmp_path / "shape.pth")
+    with pytest.raises(WeightsError, match=r"shape mismatch in backbone.conv1.weight \(64, 1, 7, 7\)"):
+        LoFTR("tiny_ds", weights=tmp_path / "shape.pth")
+
+
+def test_safetensors_preset_metadata_mismatch(tiny: LoFTR, tmp_path: Path) -> None:
+    path = W.save_safetensors(tiny, tmp_path / "t.safetensors", preset="tiny_ds")
+    with pytest.raises(WeightsError, match="tiny_ds"):
+        LoFTR("outdoor_ds", weights=path)
+
+
+class _Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+def test_hostile_pickle_is_refused_and_not_executed(tmp_path: Path) -> None:
+    marker = tmp_path / "marker.txt"
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "evil": _Exploit(marker)}, tmp_path / "evil.ckpt")
+    with pytest.raises(WeightsError, match="refusing"):
+        LoFTR("tiny_ds", weights=tmp_path / "evil.ckpt")
+    assert not marker.exists()
+
+
+def test_missing_and_corrupt_files(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="does not exist"):
+        LoFTR("tiny_ds", weights=tmp_path / "nope.ckpt")
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    with pytest.raises(WeightsError, match="not a valid safetensors"):
+        LoFTR("tiny_ds", weights=tmp_path / "bad.safetensors")
+    with pytest.raises(WeightsError, match="unknown weights"):
+        LoFTR("tiny_ds", weights="no_such_model")
+
+
+def test_cache_dir_respects_environment(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("LOFTR_CACHE", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    assert W.cache_dir() == tmp_path / "th" / "hub" / "checkpoints" / "loftr"
+    monkeypatch.delenv("TORCH_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert W.cache_dir() == tmp_path / "xdg" / "torch" / "hub" / "checkpoints" / "loftr"
+
+
+@pytest.fixture
+def http_server(tmp_path: Path):
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def test_download_from_local_server_with_sha256(http_server, tiny: LoFTR, tmp_path: Path, monkeypatch) -> None:
+    root, base = http_server
+    src = W.save_safetensors(tiny, root / "small.safetensors", preset="tiny_ds")
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    monkeypatch.setenv("LOFTR_CACHE", str(tmp_path / "cache"))
+    dead = "http://127.0.0.1:9/small.safetensors"  # closed port: the first mirror fails, the second works
+    good = W.Checkpoint("small", "tiny_ds", "small.safetensors", (dead, base + "small.safetensors"), digest)
+    monkeypatch.setitem(W.REGISTRY, "small", good)
+    path = W.download("small", progress=False)
+    assert path == tmp_path / "cache" / "small.safetensors" and W.sha256_of(path) == digest
+    assert _same(tiny, LoFTR("tiny_ds", weights="small"), atol=2e-3)
+
+    bad = W.Checkpoint("small_bad", "tiny_ds", "small_bad.safetensors", (base + "small.safetensors",), "0" * 64)
+    monkeypatch.setitem(W.REGISTRY, "small_bad", bad)
+    with pytest.raises(WeightsError, match="sha256"):
+        W.download("small_bad", progress=False)
+    assert not (tmp_path / "cache" / "small_bad.safetensors").exists()
+
+
+def test_offline_message_says_where_to_put_the_file(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LOFTR_CACHE", str(tmp_path / "cache"))
+    offline = W.Checkpoint("off", "outdoor_ds", "loftr_outdoor.ckpt", ("http://127.0.0.1:9/loftr_outdoor.ckpt",))
+    monkeypatch.setitem(W.REGISTRY, "off", offline)
+    with pytest.raises(WeightsError) as err:
+        W.download("off", progress=False, timeout=2)
+    assert str(tmp_path / "cache" / "loftr_outdoor.ckpt") in str(err.value)
+    with pytest.raises(WeightsError, match="place it at"):
+        W.download("outdoor_ot", progress=False)  # Google Drive only: no direct URL
+
+
+def test_bundled_weights_code_path(monkeypatch, tiny: LoFTR, tmp_path: Path) -> None:
+    W.save_safetensors(tiny, tmp_path / "tiny_ds.safetensors", preset="tiny_ds")
+    monkeypatch.setattr(W, "bundled_path", lambda filename: tmp_path / filename)
+    assert W.download("default") == tmp_path / "tiny_ds.safetensors"
+    assert _same(tiny, LoFTR("tiny_ds", weights="default"), atol=2e-3)
