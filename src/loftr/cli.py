@@ -53,6 +53,12 @@ def save_matches(matches, path: str | Path) -> Path:
 
 
 def cmd_match(args: argparse.Namespace) -> int:
+    _run_match(args)
+    return 0
+
+
+def _run_match(args: argparse.Namespace):
+    """Shared by match and demo: match, print the count, write what was asked for; returns the Matches."""
     from .io import read_image, to_grey
 
     if args.out and Path(args.out).suffix.lower() not in (".pdf", ".png", ".svg"):
@@ -72,6 +78,21 @@ def cmd_match(args: argparse.Namespace) -> int:
         plot_matches(to_grey(images[0]).numpy(), to_grey(images[1]).numpy(), m["keypoints0"], m["keypoints1"],
                      m["confidence"], path=args.out)
         print(f"figure written to {args.out}")
+    return matches
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Match the Middlebury Motorcycle stereo pair that scikit-image ships, score it against its GT disparity."""
+    from .eval.stereo import motorcycle, precision, stereo_errors
+
+    pair = motorcycle()
+    args.image0, args.image1 = str(pair.left), str(pair.right)
+    args.max_matches = None
+    matches = _run_match(args)
+    m = matches.numpy()
+    p = precision(stereo_errors(m["keypoints0"], m["keypoints1"], pair.disparity))
+    print(f"Motorcycle (Middlebury 2014), against GT disparity: precision@1px {p['precision@1px']:.3f}, "
+          f"precision@3px {p['precision@3px']:.3f} over {p['with_ground_truth']} matches with ground truth")
     return 0
 
 
@@ -86,6 +107,15 @@ def cmd_weights(args: argparse.Namespace) -> int:
         if not args.target:
             raise LoFTRError("usage: loftr weights download NAME")
         print(weights.download(args.target))
+    elif args.action == "export":
+        if not args.target or not args.output:
+            raise LoFTRError("usage: loftr weights export CHECKPOINT OUT.safetensors --preset P")
+        from .model import LoFTR
+
+        preset = args.preset or weights.read_state_dict(args.target)[1].get("preset") or "outdoor_ds"
+        model = LoFTR(preset, weights=args.target)
+        out = weights.save_safetensors(model, args.output, preset=preset)
+        print(f"{out} ({out.stat().st_size / 1e6:.1f} MB, fp16, preset {preset}, sha256 {weights.sha256_of(out)})")
     elif args.action == "info":
         if not args.target:
             raise LoFTRError("usage: loftr weights info PATH")
@@ -113,9 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-matches", help="matches file (.npz or .json)")
     p.set_defaults(func=cmd_match)
 
-    p = sub.add_parser("weights", help="known checkpoints: list, download NAME, info PATH")
-    p.add_argument("action", choices=["list", "download", "info"])
-    p.add_argument("target", nargs="?")
+    p = sub.add_parser("demo", help="offline demo: match the Motorcycle stereo pair scikit-image ships, score it "
+                       "against its ground-truth disparity, write the figure")
+    _add_model_args(p)
+    p.add_argument("--out", default="motorcycle_matches.pdf", help="figure file (.pdf, .png or .svg)")
+    p.add_argument("--save-matches", help="matches file (.npz or .json)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("weights", help="known checkpoints: list, download NAME, info PATH, export CKPT OUT")
+    p.add_argument("action", choices=["list", "download", "info", "export"])
+    p.add_argument("target", nargs="?", help="NAME for download, PATH for info and export")
+    p.add_argument("output", nargs="?", help="export: the .safetensors file to write")
+    p.add_argument("--preset", help="export: the preset of the checkpoint (read from it when stored)")
     p.set_defaults(func=cmd_weights)
 
     from .train.__main__ import build_parser as train_parser

@@ -1,7 +1,9 @@
 """Images in: decoding (EXIF orientation), grey conversion, resizing, padding to the coarse stride with masks.
 
-Coordinates are (x, y) pixels. A resized image maps back to the original by dividing by its per-axis scale
-(``original = resized / scale``), the convention of the official LoFTR evaluation.
+Coordinates are (x, y) pixels with pixel centres at integers (OpenCV's convention): pixel (0, 0) covers
+[-0.5, 0.5]². The network's coarse cell (c, r) is centred on input pixel (8c, 8r) (every strided convolution is
+centred), so its keypoints are in that convention too, and a point of a resized image maps back to the original
+exactly with ``original = (resized + 0.5) / scale - 0.5`` (:func:`to_original`).
 """
 
 from __future__ import annotations
@@ -95,6 +97,12 @@ class PreparedImage:
     scale: tuple[float, float]
     size: tuple[int, int]
     resized: tuple[int, int]
+
+
+def to_original(points: torch.Tensor, scale: tuple[float, float]) -> torch.Tensor:
+    """(M, 2) points of a resized image → points of the original, pixel-centre convention (see module doc)."""
+    s = points.new_tensor(scale)
+    return (points + 0.5) / s - 0.5
 
 
 def target_size(width: int, height: int, resize: tuple[int, int] | None = None, max_size: int | None = None,

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .errors import LoFTRError, WeightsError
-from .io import ImageLike, PreparedImage, prepare
+from .io import ImageLike, PreparedImage, prepare, to_original
 from .model import LoFTR
 from .types import Matches
 
@@ -106,10 +106,9 @@ class Matcher:
             return self.model.match(img0, img1, m0, m1, thr=self.threshold)
 
     def _to_original(self, m: Matches, p0: PreparedImage, p1: PreparedImage) -> Matches:
-        s0 = m.keypoints0.new_tensor(p0.scale)
-        s1 = m.keypoints1.new_tensor(p1.scale)
-        out = Matches((m.keypoints0.float() / s0).cpu(), (m.keypoints1.float() / s1).cpu(), m.confidence.float().cpu(),
-                      m.batch_indexes.cpu())
+        k0 = to_original(m.keypoints0.float(), p0.scale) if p0.scale != (1.0, 1.0) else m.keypoints0.float()
+        k1 = to_original(m.keypoints1.float(), p1.scale) if p1.scale != (1.0, 1.0) else m.keypoints1.float()
+        out = Matches(k0.cpu(), k1.cpu(), m.confidence.float().cpu(), m.batch_indexes.cpu())
         out = out.top_k(len(out)) if self.max_matches is None else out.top_k(self.max_matches)
         return out
 

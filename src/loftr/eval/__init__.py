@@ -1,0 +1,1 @@
+"""Evaluation: one module per benchmark; metrics are pure functions of matches and ground truth."""
