@@ -11,6 +11,10 @@ from typing import Callable, Sequence
 
 from .errors import LoFTRError
 
+# Modules that add sub-commands: each defines ``register(subparsers)``, which adds its parsers with
+# ``set_defaults(func=...)``; a func takes the parsed args and returns an exit code.
+SUBCOMMAND_MODULES = ("loftr.eval.cli", "loftr.pipeline.cli", "loftr.inspect", "loftr.serve")
+
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
@@ -161,6 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = train_parser(sub.add_parser("train", help="train on homographic pairs of a folder of photos"))
     p.set_defaults(func=cmd_train)
+
+    import importlib
+
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (name == exc.name or name.startswith(exc.name + ".")):
+                # a real missing dependency inside the module: report it
+                raise
+            continue
+        module.register(sub)
     return parser
 
 
