@@ -1,0 +1,175 @@
+"""Structure from motion with LoFTR matches: COLMAP database, geometric verification, incremental mapping (pycolmap).
+
+Steps of :func:`run_sfm`: ``match_pairs`` → ``matches.h5`` (resumable); the images go into a new COLMAP database
+through ``pycolmap.import_images`` (cameras from EXIF when present, else focal = 1.2 × the longest side); the
+merged per-image keypoints (+0.5: COLMAP puts pixel centres at half-integers) and the index matches of every pair
+are written to it; ``pycolmap.verify_matches`` estimates the two-view geometries (E, F or H by RANSAC, COLMAP's
+options) and ``pycolmap.incremental_mapping`` reconstructs. The largest model is written to ``OUT/sparse/0``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from . import PipelineError, require
+from .batch import match_pairs
+from .h5 import pair_key
+from .pairs import Pair, write_pairs
+
+if TYPE_CHECKING:
+    from ..matcher import Matcher
+
+log = logging.getLogger(__name__)
+
+CAMERA_MODES = ("auto", "single", "per_folder", "per_image")
+
+
+@dataclass(frozen=True)
+class SfMResult:
+    """The largest reconstruction: its folder, registered image names, 3-D points, mean reprojection error (px)
+    and mean track length; ``num_images`` images were given and ``num_models`` models came out."""
+
+    model_dir: Path | None
+    num_images: int
+    registered: tuple[str, ...]
+    num_points3d: int
+    mean_reprojection_error: float
+    mean_track_length: float
+    num_models: int
+
+    @property
+    def num_registered(self) -> int:
+        return len(self.registered)
+
+
+def _pycolmap():
+    return require("pycolmap", "pycolmap", "COLMAP export and SfM")
+
+
+def create_database(db_path: str | Path, image_dir: str | Path, matches_h5: str | Path, pairs: Sequence[Pair],
+                    *, camera_mode: str = "auto", camera_model: str = "SIMPLE_RADIAL") -> dict[str, int]:
+    """A new COLMAP database with the images of ``pairs``, their merged keypoints and the pairs' matches from a
+    final ``match-pairs`` file. Returns image name → COLMAP image id."""
+    pycolmap = _pycolmap()
+    import h5py
+
+    if camera_mode not in CAMERA_MODES:
+        raise PipelineError(f"unknown camera mode {camera_mode!r}; use one of {', '.join(CAMERA_MODES)}")
+    db_path = Path(db_path)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    db_path.unlink(missing_ok=True)
+    pycolmap.Database.open(db_path).close()  # import_images needs the file to exist
+    names = sorted({n for p in pairs for n in p})
+    options = pycolmap.ImageReaderOptions()
+    options.camera_model = camera_model
+    pycolmap.import_images(db_path, Path(image_dir), getattr(pycolmap.CameraMode, camera_mode.upper()), names, options)
+    db = pycolmap.Database.open(db_path)
+    try:
+        ids = {img.name: img.image_id for img in db.read_all_images()}
+        missing = [n for n in names if n not in ids]
+        if missing:
+            raise PipelineError(f"COLMAP could not import {len(missing)} images, e.g. {missing[0]}")
+        with h5py.File(matches_h5, "r") as f:
+            for name in names:
+                if name not in f or "keypoints" not in f[name]:
+                    raise PipelineError(f"{matches_h5} has no keypoints of {name}; run match-pairs on these pairs")
+                camera = db.read_camera(db.read_image(ids[name]).camera_id)
+                w, h = (int(v) for v in f[name]["image_size"][()])
+                if (camera.width, camera.height) != (w, h):
+                    raise PipelineError(f"{name}: COLMAP reads it as {camera.width}x{camera.height} but it is {w}x{h} "
+                                        "after its EXIF orientation; save the image rotated")
+                db.write_keypoints(ids[name], np.ascontiguousarray(f[name]["keypoints"][()] + 0.5, np.float32))
+            for a, b in pairs:
+                m0 = f[pair_key(a, b)]["matches0"][()]
+                idx = np.flatnonzero(m0 >= 0)
+                db.write_matches(ids[a], ids[b], np.stack([idx, m0[idx]], 1).astype(np.uint32))
+    finally:
+        db.close()
+    log.info("COLMAP database %s: %d images, %d pairs", db_path, len(names), len(pairs))
+    return ids
+
+
+def verify(db_path: str | Path, pairs: Sequence[Pair], pairs_path: str | Path, *, max_error: float = 4.0,
+           min_inliers: int = 15) -> int:
+    """Two-view geometries of the matched pairs (pycolmap.verify_matches); returns the number of verified pairs."""
+    pycolmap = _pycolmap()
+    write_pairs(pairs_path, pairs)
+    options = pycolmap.TwoViewGeometryOptions()
+    options.ransac.max_error = float(max_error)
+    options.min_num_inliers = int(min_inliers)
+    options.ransac.random_seed = 0
+    pycolmap.verify_matches(Path(db_path), Path(pairs_path), options)
+    db = pycolmap.Database.open(Path(db_path))
+    try:
+        return int(db.num_verified_image_pairs())
+    finally:
+        db.close()
+
+
+def reconstruct(db_path: str | Path, image_dir: str | Path, out_dir: str | Path, *, num_images: int,
+                min_matches: int = 15, init_min_inliers: int = 100, abs_pose_min_inliers: int = 30,
+                pixel_scale: float = 1.0, num_threads: int = -1) -> SfMResult:
+    """Incremental mapping; the largest model goes to ``out_dir/N`` (COLMAP's binary format).
+
+    ``pixel_scale`` (original pixels per matching pixel) multiplies COLMAP's pixel thresholds, which assume
+    keypoints located to about a pixel of the original image; ``init_min_inliers`` / ``abs_pose_min_inliers``: the
+    fewest inliers of the initial pair / of a new image's pose (COLMAP's 100 / 30 suit dense detectors).
+    """
+    pycolmap = _pycolmap()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    options = pycolmap.IncrementalPipelineOptions()
+    options.min_num_matches = int(min_matches)
+    options.num_threads = int(num_threads)
+    options.random_seed = 0
+    mapper, tri = options.mapper, options.triangulation
+    mapper.init_min_num_inliers = int(init_min_inliers)
+    mapper.abs_pose_min_num_inliers = int(abs_pose_min_inliers)
+    for opts, field in ((mapper, "init_max_error"), (mapper, "abs_pose_max_error"), (mapper, "filter_max_reproj_error"),
+                        (tri, "merge_max_reproj_error"), (tri, "complete_max_reproj_error")):
+        setattr(opts, field, getattr(opts, field) * float(pixel_scale))
+    models = pycolmap.incremental_mapping(Path(db_path), Path(image_dir), out_dir, options)
+    if not models:
+        return SfMResult(None, num_images, (), 0, float("nan"), float("nan"), 0)
+    best_id = max(models, key=lambda k: models[k].num_reg_images())
+    rec = models[best_id]
+    model_dir = out_dir / str(best_id)
+    rec.write(model_dir)
+    registered = tuple(sorted(rec.images[i].name for i in rec.reg_image_ids()))
+    result = SfMResult(model_dir, num_images, registered, int(rec.num_points3D()),
+                       float(rec.compute_mean_reprojection_error()), float(rec.compute_mean_track_length()),
+                       len(models))
+    log.info("reconstruction: %d/%d images registered, %d points, mean reprojection error %.3f px",
+             result.num_registered, num_images, result.num_points3d, result.mean_reprojection_error)
+    return result
+
+
+def run_sfm(matcher: "Matcher", image_dir: str | Path, pairs: Sequence[Pair], out_dir: str | Path, *,
+            batch_size: int = 4, workers: int = 0, quantize: float = 2.0, camera_mode: str = "auto",
+            min_matches: int = 15, max_error: float = 4.0, num_threads: int = -1,
+            progress: bool = False) -> SfMResult:
+    """Match, build the database, verify and reconstruct into ``out_dir`` (matches.h5, database.db, pairs.txt,
+    sparse/)."""
+    _pycolmap()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    matches = out_dir / "matches.h5"
+    match_pairs(matcher, image_dir, pairs, matches, batch_size=batch_size, workers=workers, quantize=quantize,
+                progress=progress)
+    db = out_dir / "database.db"
+    create_database(db, image_dir, matches, pairs, camera_mode=camera_mode)
+    verified = verify(db, pairs, out_dir / "pairs.txt", max_error=max_error, min_inliers=min_matches)
+    log.info("%d of %d pairs passed geometric verification", verified, len(pairs))
+    if verified == 0:
+        raise PipelineError("no pair passed geometric verification: nothing to reconstruct")
+    n_images = len({n for p in pairs for n in p})
+    return reconstruct(db, image_dir, out_dir / "sparse", num_images=n_images, min_matches=min_matches,
+                       num_threads=num_threads)
+
+
+__all__ = ["SfMResult", "create_database", "verify", "reconstruct", "run_sfm", "CAMERA_MODES"]
