@@ -9,8 +9,16 @@ import numpy as np
 
 from loftr.eval.pose import scale_intrinsics
 
-from .scenes import (K_TINY, gt_correspondences, homography_pair, render, render_with_depth, room_pose,
-                     world_to_camera, write_pfm)
+from .scenes import (
+    K_TINY,
+    gt_correspondences,
+    homography_pair,
+    render,
+    render_with_depth,
+    room_pose,
+    world_to_camera,
+    write_pfm,
+)
 
 IDENTITY = np.eye(4)
 
@@ -29,7 +37,7 @@ def write_scannet(root: Path, rel_pose: bool = True, scans_test: bool = False) -
     T_0to1 of each pair."""
     K640 = scale_intrinsics(K_TINY, (160, 120), (640, 480))
     names, truths, intrinsics = [], [], {}
-    for (scene_id, sub, stem0, stem1), motion in zip([(707, 0, 0, 15), (708, 1, 100, 115)], (0, 1)):
+    for motion, (scene_id, sub, stem0, stem1) in enumerate([(707, 0, 0, 15), (708, 1, 100, 115)]):
         scene = f"scene{scene_id:04d}_{sub:02d}"
         folder = root / ("scans_test" if scans_test else "") / scene
         (folder / "color").mkdir(parents=True)
@@ -53,7 +61,7 @@ def write_scannet(root: Path, rel_pose: bool = True, scans_test: bool = False) -
 def write_megadepth(root: Path) -> tuple[Path, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     """One MegaDepth scene-info file (0015_0.1_0.3.npz, 2 pairs, one image path None, per-image K) with its
     images under root/Undistorted_SfM and a list file; returns the list file and (T_0to1, K0, K1) per pair."""
-    K_wide = np.array([[110.0, 0.0, 80.0], [0.0, 110.0, 60.0], [0.0, 0.0, 1.0]])
+    K_wide = np.array([[95.0, 0.0, 80.0], [0.0, 95.0, 60.0], [0.0, 0.0, 1.0]])
     poses = [IDENTITY, np.eye(4), room_pose(0), room_pose(1)]
     Ks = [K_TINY, K_TINY, K_TINY, K_wide]
     paths: list[str | None] = [None] * 4

@@ -24,8 +24,9 @@ def test_scannet_reads_pairs_poses_and_rescales_intrinsics(tmp_path: Path, rel_p
     index, truths = write_scannet(tmp_path, rel_pose=rel_pose, scans_test=scans_test)
     loaded = read_scannet(index, tmp_path)
     assert [p.name for p in loaded.pairs] == ["scene0707_00/0-15", "scene0708_01/100-115"] and not loaded.skipped
-    for pair, T in zip(loaded.pairs, truths):
-        assert pair.image0.name == pair.image0.name and pair.image1.parent.name == "color"
+    assert [(p.image0.name, p.image1.name) for p in loaded.pairs] == [("0.jpg", "15.jpg"), ("100.jpg", "115.jpg")]
+    for pair, T in zip(loaded.pairs, truths, strict=True):
+        assert pair.image0.is_file() and pair.image1.parent.name == "color"
         np.testing.assert_allclose(pair.T_0to1, T, atol=1e-9)
         # K of the 640x480 image, rescaled to the 160x120 files: the camera the views were rendered with
         np.testing.assert_allclose(pair.K0, K_TINY, atol=1e-9)
@@ -57,7 +58,7 @@ def test_megadepth_reads_list_file_folder_and_single_npz(tmp_path: Path) -> None
     for index, npz_dir in ((listing, npz.parent), (npz.parent, None), (npz, None)):
         loaded = read_megadepth(index, tmp_path, npz_dir)
         assert [p.name for p in loaded.pairs] == ["0015_0.1_0.3/000-002", "0015_0.1_0.3/000-003"]
-        for pair, (T, K0, K1) in zip(loaded.pairs, truths):
+        for pair, (T, K0, K1) in zip(loaded.pairs, truths, strict=True):
             assert pair.image0.is_file() and pair.split == "megadepth"
             np.testing.assert_allclose(pair.T_0to1, T)
             np.testing.assert_allclose(pair.K0, K0)
@@ -122,7 +123,8 @@ def test_middlebury_folder_and_motorcycle(tmp_path: Path) -> None:
     pair = middlebury(folder)
     np.testing.assert_allclose(pair.disparity, disparity.astype(np.float32))
     assert pair.left.name == "im0.png" and pair.name == "Room-perfect"
-    assert [p.name for p in middlebury_scenes(tmp_path)] == ["Room-perfect"] == [p.name for p in read_pairs(folder).pairs]
+    assert [p.name for p in middlebury_scenes(tmp_path)] == ["Room-perfect"]
+    assert [p.name for p in read_pairs(folder).pairs] == ["Room-perfect"]
     (folder / "disp0.pfm").unlink()
     with pytest.raises(LoFTRError, match="lacks disp0.pfm"):
         middlebury(folder)
@@ -143,5 +145,26 @@ def test_synthetic_pairs_are_seeded_and_prefix_stable(tmp_path: Path) -> None:
     np.testing.assert_array_equal(a[1].H_0to1, b[1].H_0to1)
     assert not np.allclose(a[0].H_0to1, c[0].H_0to1)
     assert a[0].image0.shape == (100, 150) and a[0].size0 == (150, 100)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(LoFTRError, match="no images"):
-        read_synthetic(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else tmp_path)
+        read_synthetic(tmp_path / "empty")
+
+
+def test_wxbs_shared_data_ground_truth_fits_our_epipolar_convention() -> None:
+    """On the real WxBS files: F fitted to a pair's own GT correspondences (8-point, 01 → 02) puts them within
+    5 px, and the F of the swapped order does not — the reader's orientation and the metric agree."""
+    import cv2
+
+    from loftr.eval.wxbs import gt_epipolar_errors
+
+    from .conftest import SHARED
+
+    if not (SHARED / "data" / "wxbs").is_dir():
+        pytest.skip("shared WxBS data not available")
+    loaded = read_wxbs(SHARED / "data" / "wxbs")
+    assert len(loaded.pairs) + len(loaded.skipped) == 34
+    for pair in loaded.pairs:
+        F, _ = cv2.findFundamentalMat(pair.corrs[:, :2], pair.corrs[:, 2:], cv2.FM_8POINT)
+        F_swapped, _ = cv2.findFundamentalMat(pair.corrs[:, 2:], pair.corrs[:, :2], cv2.FM_8POINT)
+        assert np.mean(gt_epipolar_errors(F, pair.corrs) < 5) > 0.9, pair.name
+        assert np.median(gt_epipolar_errors(F_swapped, pair.corrs)) > 10, pair.name

@@ -46,7 +46,7 @@ class PairMatches:
         return len(self.scores)
 
     @classmethod
-    def create(cls, kpts0: np.ndarray, kpts1: np.ndarray, scores: np.ndarray) -> "PairMatches":
+    def create(cls, kpts0: np.ndarray, kpts1: np.ndarray, scores: np.ndarray) -> PairMatches:
         """float64 copies sorted by decreasing score (stable)."""
         k0 = np.asarray(kpts0, np.float64).reshape(-1, 2)
         k1 = np.asarray(kpts1, np.float64).reshape(-1, 2)
@@ -55,7 +55,7 @@ class PairMatches:
         return cls(k0[order], k1[order], s[order])
 
     @classmethod
-    def empty(cls) -> "PairMatches":
+    def empty(cls) -> PairMatches:
         return cls(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0))
 
 

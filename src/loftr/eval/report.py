@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -47,7 +47,7 @@ class Loaded(Generic[P]):
     pairs: tuple[P, ...]
     skipped: tuple[str, ...] = ()
 
-    def limited(self, limit: int | None) -> "Loaded[P]":
+    def limited(self, limit: int | None) -> Loaded[P]:
         """The first ``limit`` pairs (all when None)."""
         if limit is not None and limit < 1:
             raise LoFTRError(f"--limit must be at least 1, got {limit}")
@@ -60,7 +60,7 @@ class Column:
 
     key: str
     header: str
-    kind: str = "percent"
+    kind: Literal["percent", "float", "int", "seconds"] = "percent"
 
     def format(self, value: Any) -> str:
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -114,7 +114,7 @@ class BenchmarkResult:
             cells = [r.method, r.split, str(r.pairs), *(c.format(r.metrics.get(c.key)) for c in self.columns)]
             lines.append("| " + " | ".join(cells) + " |")
         if any(c.kind == "percent" for c in self.columns):
-            lines += ["", "AUC, precision and fractions in %; matches and s/pair are means over pairs."]
+            lines += ["", "AUC, precision and fractions in %; counts and s/pair are means over pairs."]
         if self.skipped:
             lines += ["", f"Skipped ({len(self.skipped)}, files missing): {', '.join(self.skipped)}"]
         return "\n".join(lines) + "\n"
@@ -193,10 +193,12 @@ def evaluate(pairs: Sequence[P], matchers: Sequence[PairMatcher], score: Callabl
 
 def summarise(records: dict[str, list[Record]], aggregate: Callable[[list[Record]], dict[str, float]],
               ) -> tuple[SummaryRow, ...]:
-    """One row per method and split: "all", then each split (sorted) when there are several. Mean matches and
-    seconds are added to what ``aggregate`` gives."""
+    """One row per method and split: "all", then each split (sorted) when there are several (none for a method
+    without records). Mean matches and seconds are added to what ``aggregate`` gives."""
     rows = []
     for method, recs in records.items():
+        if not recs:
+            continue
         splits = sorted({r["split"] for r in recs})
         groups = [("all", recs)] + ([(s, [r for r in recs if r["split"] == s]) for s in splits]
                                     if len(splits) > 1 else [])

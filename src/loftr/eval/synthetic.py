@@ -110,12 +110,14 @@ def read_synthetic(folder: str | Path, *, seed: int = 0, limit: int | None = Non
 
 
 def run(loaded: Loaded[HomographyPair], matchers: Sequence[PairMatcher], *, progress: bool = True,
-        config: dict[str, Any] | None = None, cfg: SyntheticConfig = SyntheticConfig()) -> BenchmarkResult:
-    """Every matcher on every synthetic pair (homography scoring with match precision)."""
+        config: dict[str, Any] | None = None, cfg: SyntheticConfig | None = None) -> BenchmarkResult:
+    """Every matcher on every synthetic pair (homography scoring with match precision); ``cfg``, the generator
+    settings the pairs were made with, is recorded in the config."""
     title = (f"Synthetic homographies of {len(loaded.pairs)} photos (corner error and match precision in pixels "
-             f"of the {cfg.size} px images; {PROTOCOL.method} {PROTOCOL.ransac_threshold:g} px)")
+             f"of the generated images; {PROTOCOL.method} {PROTOCOL.ransac_threshold:g} px)")
+    generator = {} if cfg is None else {"generator": asdict(cfg)}
     return run_homography(loaded, matchers, PROTOCOL, progress=progress, benchmark="synthetic", title=title,
-                          config={"generator": asdict(cfg), **(config or {})})
+                          config={**generator, **(config or {})})
 
 
 __all__ = ["SyntheticConfig", "PROTOCOL", "random_homography", "photometric_change", "make_pair", "list_photos",

@@ -227,16 +227,16 @@ def _results_of(batch: LoadedBatch, matches, pairs: Sequence[Pair], max_matches:
         if max_matches is not None:
             order = order[:max_matches]
         out.append(PairResult(pairs[k][0], pairs[k][1], k0.cpu()[order].numpy(), k1.cpu()[order].numpy(),
-                              conf[order].numpy(), batch.sizes[0][b], batch.sizes[1][b]))
+                              conf[order].numpy(), batch.sizes[0][b], batch.sizes[1][b], s0, s1))
     return out
 
 
 def match_pairs(matcher: "Matcher", image_dir: str | Path, pairs: Sequence[Pair], out: str | Path, *,
-                batch_size: int = 4, workers: int = 0, quantize: float = 2.0, commit_every: int = 64,
+                batch_size: int = 4, workers: int = 0, quantize: float = 6.0, commit_every: int = 64,
                 commit_seconds: float = 60.0, overwrite: bool = False, progress: bool = False) -> MatchSummary:
     """Match ``pairs`` of images of ``image_dir`` into the HDF5 file ``out`` (see the module doc).
 
-    ``quantize``: grid (original pixels) of the per-image keypoint merge. Under torch.distributed each rank calls
+    ``quantize``: grid (network-input pixels) of the per-image keypoint merge. Under torch.distributed each rank calls
     this with the same arguments.
     """
     t_start = time.perf_counter()

@@ -149,27 +149,40 @@ def reconstruct(db_path: str | Path, image_dir: str | Path, out_dir: str | Path,
     return result
 
 
+def pixel_scale_of(matches_h5: str | Path) -> float:
+    """Median original pixels per network-input pixel over the images of a final ``match-pairs`` file."""
+    from .h5 import read_raw
+
+    scales = {}
+    for r in read_raw(matches_h5).values():
+        scales[r.name0], scales[r.name1] = r.scale0, r.scale1
+    return float(np.median([1.0 / np.mean(s) for s in scales.values()])) if scales else 1.0
+
+
 def run_sfm(matcher: "Matcher", image_dir: str | Path, pairs: Sequence[Pair], out_dir: str | Path, *,
-            batch_size: int = 4, workers: int = 0, quantize: float = 2.0, camera_mode: str = "auto",
-            min_matches: int = 15, max_error: float = 4.0, num_threads: int = -1,
-            progress: bool = False) -> SfMResult:
+            batch_size: int = 4, workers: int = 0, quantize: float = 6.0, camera_mode: str = "auto",
+            min_matches: int = 15, init_min_inliers: int = 30, abs_pose_min_inliers: int = 15,
+            num_threads: int = -1, progress: bool = False) -> SfMResult:
     """Match, build the database, verify and reconstruct into ``out_dir`` (matches.h5, database.db, pairs.txt,
-    sparse/)."""
+    sparse/). COLMAP's pixel thresholds (4 px) become 2 network-input pixels when images are shrunk more than 2x
+    for matching; the inlier minimums default lower than COLMAP's, for LoFTR's sparser matches at small sizes."""
     _pycolmap()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     matches = out_dir / "matches.h5"
     match_pairs(matcher, image_dir, pairs, matches, batch_size=batch_size, workers=workers, quantize=quantize,
                 progress=progress)
+    factor = max(1.0, pixel_scale_of(matches) / 2.0)
     db = out_dir / "database.db"
     create_database(db, image_dir, matches, pairs, camera_mode=camera_mode)
-    verified = verify(db, pairs, out_dir / "pairs.txt", max_error=max_error, min_inliers=min_matches)
+    verified = verify(db, pairs, out_dir / "pairs.txt", max_error=4.0 * factor, min_inliers=min_matches)
     log.info("%d of %d pairs passed geometric verification", verified, len(pairs))
     if verified == 0:
         raise PipelineError("no pair passed geometric verification: nothing to reconstruct")
     n_images = len({n for p in pairs for n in p})
     return reconstruct(db, image_dir, out_dir / "sparse", num_images=n_images, min_matches=min_matches,
-                       num_threads=num_threads)
+                       init_min_inliers=init_min_inliers, abs_pose_min_inliers=abs_pose_min_inliers,
+                       pixel_scale=factor, num_threads=num_threads)
 
 
-__all__ = ["SfMResult", "create_database", "verify", "reconstruct", "run_sfm", "CAMERA_MODES"]
+__all__ = ["SfMResult", "create_database", "verify", "reconstruct", "run_sfm", "pixel_scale_of", "CAMERA_MODES"]

@@ -13,13 +13,15 @@ One file holds everything (hloc's readers index by name, so pass it as both the 
     root attrs: format, settings (JSON: model fingerprint and matching options), quantize
 
 ``pair key`` is hloc's ``names_to_pair``: ``name0/name1`` with '/' inside a name replaced by '-'; every
-``/pairs/{pair key}`` group also carries the exact ``name0``, ``name1`` and the (W, H) ``size0``, ``size1`` as attrs.
+``/pairs/{pair key}`` group also carries the exact ``name0``, ``name1``, the (W, H) ``size0``, ``size1`` and the
+(sx, sy) network-input / original ``scale0``, ``scale1`` as attrs.
 Chunk and per-rank part files hold only ``/pairs`` and the root attrs. Image names may not start with ``pairs/``
 or be ``pairs``.
 
 Per-image keypoints (LoFTR has no detector, so each pair finds its own points): every raw keypoint of an image, from
-all its pairs, is snapped to a grid of ``quantize`` pixels (``round(xy / q)``); the keypoints of one grid cell merge
-into one, placed at the most confident of them. A pair's raw matches then become index matches between merged
+all its pairs, is snapped to a grid of ``quantize`` pixels of the network input (``round(xy * scale / q)``, so the
+grid follows the matching resolution); the keypoints of one grid cell merge into one, placed at the most confident
+of them. A pair's raw matches then become index matches between merged
 keypoints, one-to-one: each keypoint of image0 keeps its most confident match, then each keypoint of image1 keeps
 the most confident of those. ``quantize = 0`` merges only identical coordinates.
 """
@@ -45,7 +47,7 @@ FORMAT = "loftr-pairs-h5/1"
 @dataclass(frozen=True, eq=False)
 class PairResult:
     """Raw matches of one pair in original pixels: keypoints0/1 (M, 2) float32, confidence (M,) float32, most
-    confident first; size0/1 the (W, H) of the original images."""
+    confident first; size0/1 the (W, H) of the original images, scale0/1 the (sx, sy) network / original."""
 
     name0: str
     name1: str
@@ -54,6 +56,8 @@ class PairResult:
     confidence: np.ndarray
     size0: tuple[int, int]
     size1: tuple[int, int]
+    scale0: tuple[float, float] = (1.0, 1.0)
+    scale1: tuple[float, float] = (1.0, 1.0)
 
     @property
     def key(self) -> str:
@@ -83,6 +87,7 @@ def _write_raw(f, results: Iterable[PairResult]) -> None:
         g.create_dataset("confidence", data=np.asarray(r.confidence, np.float32).reshape(-1))
         g.attrs["name0"], g.attrs["name1"] = r.name0, r.name1
         g.attrs["size0"], g.attrs["size1"] = np.asarray(r.size0, np.int32), np.asarray(r.size1, np.int32)
+        g.attrs["scale0"], g.attrs["scale1"] = np.asarray(r.scale0, np.float64), np.asarray(r.scale1, np.float64)
 
 
 def atomic_write(path: Path, fill: Callable[[Any], None], attrs: Mapping[str, object]) -> Path:
@@ -130,24 +135,28 @@ def read_raw(path: str | Path) -> dict[str, PairResult]:
             for g in first.values():
                 r = PairResult(str(g.attrs["name0"]), str(g.attrs["name1"]), g["keypoints0"][()],
                                g["keypoints1"][()], g["confidence"][()], tuple(int(v) for v in g.attrs["size0"]),
-                               tuple(int(v) for v in g.attrs["size1"]))
+                               tuple(int(v) for v in g.attrs["size1"]), tuple(float(v) for v in g.attrs["scale0"]),
+                               tuple(float(v) for v in g.attrs["scale1"]))
                 out[r.key] = r
     return out
 
 
 @dataclass(frozen=True, eq=False)
 class MergedKeypoints:
-    """Per-image keypoints (K, 2), scores (K,) and sizes (W, H), and per pair key (matches0 (K0,), scores0 (K0,))."""
+    """Per-image keypoints (K, 2), scores (K,), sizes (W, H) and scales (sx, sy), and per pair key
+    (matches0 (K0,), scores0 (K0,))."""
 
     keypoints: dict[str, np.ndarray]
     scores: dict[str, np.ndarray]
     sizes: dict[str, tuple[int, int]]
+    scales: dict[str, tuple[float, float]]
     matches: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def _cells(points: np.ndarray, quantize: float) -> np.ndarray:
+def _cells(points: np.ndarray, scale: tuple[float, float], quantize: float) -> np.ndarray:
+    """Grid cells (M, 2) of original-pixel points: a grid of ``quantize`` network-input pixels."""
     if quantize > 0:
-        return np.round(points.astype(np.float64) / quantize).astype(np.int64)
+        return np.round(points.astype(np.float64) * np.asarray(scale) / quantize).astype(np.int64)
     return points.astype(np.float64)
 
 
@@ -156,10 +165,12 @@ def merge_keypoints(results: Iterable[PairResult], quantize: float) -> MergedKey
     results = sorted(results, key=lambda r: r.key)
     obs: dict[str, list[tuple[int, int, np.ndarray, np.ndarray]]] = {}
     sizes: dict[str, tuple[int, int]] = {}
+    scales: dict[str, tuple[float, float]] = {}
     for p, r in enumerate(results):
-        for side, (name, kpts, size) in enumerate(((r.name0, r.keypoints0, r.size0), (r.name1, r.keypoints1, r.size1))):
+        sides = ((r.name0, r.keypoints0, r.size0, r.scale0), (r.name1, r.keypoints1, r.size1, r.scale1))
+        for side, (name, kpts, size, scale) in enumerate(sides):
             obs.setdefault(name, []).append((p, side, np.asarray(kpts, np.float32).reshape(-1, 2), r.confidence))
-            sizes[name] = tuple(size)
+            sizes[name], scales[name] = tuple(size), tuple(scale)
     keypoints, scores, ids = {}, {}, {}
     for name, items in obs.items():
         pts = np.concatenate([k for _, _, k, _ in items])
@@ -169,7 +180,7 @@ def merge_keypoints(results: Iterable[PairResult], quantize: float) -> MergedKey
             for p, side, _, _ in items:
                 ids[(p, side)] = np.zeros(0, np.int64)
             continue
-        _, inverse = np.unique(_cells(pts, quantize), axis=0, return_inverse=True)
+        _, inverse = np.unique(_cells(pts, scales[name], quantize), axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         order = np.argsort(-conf, kind="stable")
         _, first = np.unique(inverse[order], return_index=True)  # best observation of each cell, cells in order
@@ -191,7 +202,7 @@ def merge_keypoints(results: Iterable[PairResult], quantize: float) -> MergedKey
         s0 = np.zeros(len(keypoints[r.name0]), np.float32)
         m0[i0[keep]], s0[i0[keep]] = i1[keep], conf[keep]
         matches[r.key] = (m0, s0)
-    return MergedKeypoints(keypoints, scores, sizes, matches)
+    return MergedKeypoints(keypoints, scores, sizes, scales, matches)
 
 
 def check_names(names: Iterable[str]) -> None:
