@@ -89,7 +89,7 @@ def to_grey(image: ImageLike) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """A network-ready image: ``image`` (1, 1, Hp, Wp), ``mask`` (1, Hp, Wp) bool or None when nothing is padded,
+    """A network-ready image: ``image`` (N, 1, Hp, Wp), ``mask`` (N, Hp, Wp) bool or None when nothing is padded,
     ``scale`` (sx, sy) = resized / original, ``size`` (W, H) of the original, ``resized`` (W, H) before padding."""
 
     image: torch.Tensor

@@ -6,7 +6,7 @@ Modules (each imports its optional dependency lazily, so ``import loftr.pipeline
 - :mod:`~loftr.pipeline.batch`: :func:`match_pairs` (DataLoader, size-grouped batches, resumable, torch.distributed).
 - :mod:`~loftr.pipeline.h5`: the HDF5 layout, per-image keypoint merging, reading and merging of outputs (h5py).
 - :mod:`~loftr.pipeline.colmap`: COLMAP database, geometric verification and incremental mapping (pycolmap).
-- :mod:`~loftr.pipeline.onnx`: ONNX export of the coarse and fine stages and an onnxruntime runner.
+- :mod:`~loftr.pipeline.export`: ONNX export of the coarse and fine stages and an onnxruntime runner.
 """
 
 from ..errors import LoFTRError

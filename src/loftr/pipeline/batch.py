@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -157,7 +156,7 @@ def settings_of(matcher: "Matcher") -> str:
 
 @dataclass(frozen=True)
 class MatchSummary:
-    """What a run did: ``pairs`` asked for, ``skipped`` found done, ``matched`` now (by this rank), seconds."""
+    """What a run did: ``pairs`` asked for, ``skipped`` found done, ``matched`` now (all ranks), seconds."""
 
     out: Path
     pairs: int
@@ -232,7 +231,7 @@ def _results_of(batch: LoadedBatch, matches, pairs: Sequence[Pair], max_matches:
 
 
 def match_pairs(matcher: "Matcher", image_dir: str | Path, pairs: Sequence[Pair], out: str | Path, *,
-                batch_size: int = 4, workers: int = 0, quantize: float = 6.0, commit_every: int = 64,
+                batch_size: int = 4, workers: int = 0, quantize: float = 4.0, commit_every: int = 64,
                 commit_seconds: float = 60.0, overwrite: bool = False, progress: bool = False) -> MatchSummary:
     """Match ``pairs`` of images of ``image_dir`` into the HDF5 file ``out`` (see the module doc).
 
@@ -266,39 +265,9 @@ def match_pairs(matcher: "Matcher", image_dir: str | Path, pairs: Sequence[Pair]
     log.info("rank %d/%d: %d pairs, %d already done, %d to match", rank, world, n_mine, n_mine - n_todo, n_todo)
 
     chunk_dir = partial_dir(out)
-    chunk_dir.mkdir(parents=True, exist_ok=True)
-    for stale in chunk_dir.glob(f"chunk-r{rank}-*.tmp"):
-        stale.unlink(missing_ok=True)
-    new: dict[str, PairResult] = {}
-    pending: list[PairResult] = []
-    last_commit = time.perf_counter()
-
-    def commit() -> None:
-        nonlocal pending, last_commit
-        if pending:
-            write_raw_file(chunk_dir / f"chunk-r{rank}-{os.getpid()}-{time.time_ns()}.h5", pending, settings)
-            pending, last_commit = [], time.perf_counter()
-
-    dataset = PairBatches(image_dir, pairs, todo, matcher.resize, matcher.max_size, matcher.stride,
-                          cache=max(32, 4 * batch_size))
-    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=max(int(workers), 0),
-                        collate_fn=_keep, worker_init_fn=_worker_init if workers > 0 else None)
-    from tqdm import tqdm
-
-    with tqdm(total=n_todo, unit="pair", desc="match-pairs", disable=not progress or rank != 0,
-              dynamic_ncols=True) as bar, torch.inference_mode():
-        for batch in loader:
-            p0 = PreparedImage(batch.images[0], batch.masks[0], (1.0, 1.0), (0, 0), (0, 0))
-            p1 = PreparedImage(batch.images[1], batch.masks[1], (1.0, 1.0), (0, 0), (0, 0))
-            results = _results_of(batch, matcher.match_prepared(p0, p1), pairs, matcher.max_matches)
-            for r in results:
-                new[r.key] = r
-            pending.extend(results)
-            if len(pending) >= commit_every or time.perf_counter() - last_commit >= commit_seconds:
-                commit()
-            bar.update(len(batch.index))
-        commit()
-
+    new = _match_batches(matcher, image_dir, pairs, todo, chunk_dir, settings, rank=rank, workers=workers,
+                         commit_every=commit_every, commit_seconds=commit_seconds,
+                         progress=progress and rank == 0, batch_size=batch_size)
     all_new = {**chunks, **new}
     if world > 1:
         my_keys = {pair_key(*pairs[k]) for b in mine for k in b}
@@ -314,12 +283,58 @@ def match_pairs(matcher: "Matcher", image_dir: str | Path, pairs: Sequence[Pair]
                 part_path(out, r).unlink(missing_ok=True)
             shutil.rmtree(chunk_dir, ignore_errors=True)
         _barrier(world)
+        import torch.distributed as dist
+
+        counts = torch.tensor([len(new), n_mine - n_todo], dtype=torch.long)
+        dist.all_reduce(counts)  # totals over the ranks for the summary
+        n_new, n_skipped = int(counts[0]), int(counts[1])
     else:
         if all_new or n_chunks or not out.exists() or _quantize_of(out) != float(quantize):
             write_final(out, {**previous, **all_new}, settings, quantize)
         shutil.rmtree(chunk_dir, ignore_errors=True)
-    return MatchSummary(out, len(pairs), len(pairs) - n_todo if world == 1 else n_mine - n_todo,
-                        len(new), time.perf_counter() - t_start, rank, world)
+        n_new, n_skipped = len(new), len(pairs) - n_todo
+    return MatchSummary(out, len(pairs), n_skipped, n_new, time.perf_counter() - t_start, rank, world)
+
+
+def _match_batches(matcher: "Matcher", image_dir: Path, pairs: Sequence[Pair], todo: list[list[int]],
+                   chunk_dir: Path, settings: str, *, rank: int, workers: int, commit_every: int,
+                   commit_seconds: float, progress: bool, batch_size: int) -> dict[str, PairResult]:
+    """Match the ``todo`` batches, committing finished pairs to chunk files; returns the new results by key."""
+    from tqdm import tqdm
+
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    for stale in chunk_dir.glob(f"chunk-r{rank}-*.tmp"):  # a temporary file of a killed run of this rank
+        stale.unlink(missing_ok=True)
+    new: dict[str, PairResult] = {}
+    pending: list[PairResult] = []
+    last_commit = time.perf_counter()
+
+    def commit() -> None:
+        nonlocal pending, last_commit
+        if pending:
+            write_raw_file(chunk_dir / f"chunk-r{rank}-{os.getpid()}-{time.time_ns()}.h5", pending, settings)
+            pending, last_commit = [], time.perf_counter()
+
+    dataset = PairBatches(image_dir, pairs, todo, matcher.resize, matcher.max_size, matcher.stride,
+                          cache=max(32, 4 * batch_size))
+    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=max(int(workers), 0),
+                        collate_fn=_keep, worker_init_fn=_worker_init if workers > 0 else None)
+    total = sum(len(b) for b in todo)
+    with tqdm(total=total, unit="pair", desc="match-pairs", disable=not progress, dynamic_ncols=True) as bar, \
+            torch.inference_mode():
+        for batch in loader:
+            # batched PreparedImages: match_prepared reads only their images and masks
+            p0 = PreparedImage(batch.images[0], batch.masks[0], (1.0, 1.0), (0, 0), (0, 0))
+            p1 = PreparedImage(batch.images[1], batch.masks[1], (1.0, 1.0), (0, 0), (0, 0))
+            results = _results_of(batch, matcher.match_prepared(p0, p1), pairs, matcher.max_matches)
+            for r in results:
+                new[r.key] = r
+            pending.extend(results)
+            if len(pending) >= commit_every or time.perf_counter() - last_commit >= commit_seconds:
+                commit()
+            bar.update(len(batch.index))
+        commit()
+    return new
 
 
 def _quantize_of(path: Path) -> float | None:

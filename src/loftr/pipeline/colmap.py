@@ -95,12 +95,14 @@ def create_database(db_path: str | Path, image_dir: str | Path, matches_h5: str 
 
 
 def verify(db_path: str | Path, pairs: Sequence[Pair], pairs_path: str | Path, *, max_error: float = 4.0,
-           min_inliers: int = 15) -> int:
-    """Two-view geometries of the matched pairs (pycolmap.verify_matches); returns the number of verified pairs."""
+           min_inliers: int = 15, max_trials: int = 2000) -> int:
+    """Two-view geometries of the matched pairs (pycolmap.verify_matches: E, F or H by RANSAC of at most
+    ``max_trials`` iterations, inliers within ``max_error`` px); returns the number of verified pairs."""
     pycolmap = _pycolmap()
     write_pairs(pairs_path, pairs)
     options = pycolmap.TwoViewGeometryOptions()
     options.ransac.max_error = float(max_error)
+    options.ransac.max_num_trials = int(max_trials)
     options.min_num_inliers = int(min_inliers)
     options.ransac.random_seed = 0
     pycolmap.verify_matches(Path(db_path), Path(pairs_path), options)
@@ -160,13 +162,13 @@ def pixel_scale_of(matches_h5: str | Path) -> float:
 
 
 def run_sfm(matcher: "Matcher", image_dir: str | Path, pairs: Sequence[Pair], out_dir: str | Path, *,
-            batch_size: int = 4, workers: int = 0, quantize: float = 6.0, camera_mode: str = "auto",
+            batch_size: int = 4, workers: int = 0, quantize: float = 4.0, camera_mode: str = "auto",
             min_matches: int = 15, init_min_inliers: int = 30, abs_pose_min_inliers: int = 15,
             num_threads: int = -1, progress: bool = False) -> SfMResult:
     """Match, build the database, verify and reconstruct into ``out_dir`` (matches.h5, database.db, pairs.txt,
     sparse/). COLMAP's pixel thresholds (4 px) become 2 network-input pixels when images are shrunk more than 2x
     for matching; the inlier minimums default lower than COLMAP's, for LoFTR's sparser matches at small sizes."""
-    _pycolmap()
+    pycolmap = _pycolmap()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     matches = out_dir / "matches.h5"
@@ -174,15 +176,21 @@ def run_sfm(matcher: "Matcher", image_dir: str | Path, pairs: Sequence[Pair], ou
                 progress=progress)
     factor = max(1.0, pixel_scale_of(matches) / 2.0)
     db = out_dir / "database.db"
-    create_database(db, image_dir, matches, pairs, camera_mode=camera_mode)
-    verified = verify(db, pairs, out_dir / "pairs.txt", max_error=4.0 * factor, min_inliers=min_matches)
-    log.info("%d of %d pairs passed geometric verification", verified, len(pairs))
-    if verified == 0:
-        raise PipelineError("no pair passed geometric verification: nothing to reconstruct")
-    n_images = len({n for p in pairs for n in p})
-    return reconstruct(db, image_dir, out_dir / "sparse", num_images=n_images, min_matches=min_matches,
-                       init_min_inliers=init_min_inliers, abs_pose_min_inliers=abs_pose_min_inliers,
-                       pixel_scale=factor, num_threads=num_threads)
+    level = pycolmap.logging.minloglevel
+    if not log.isEnabledFor(logging.INFO):  # COLMAP's own log only when ours is verbose
+        pycolmap.logging.minloglevel = 2
+    try:
+        create_database(db, image_dir, matches, pairs, camera_mode=camera_mode)
+        verified = verify(db, pairs, out_dir / "pairs.txt", max_error=4.0 * factor, min_inliers=min_matches)
+        log.info("%d of %d pairs passed geometric verification", verified, len(pairs))
+        if verified == 0:
+            raise PipelineError("no pair passed geometric verification: nothing to reconstruct")
+        n_images = len({n for p in pairs for n in p})
+        return reconstruct(db, image_dir, out_dir / "sparse", num_images=n_images, min_matches=min_matches,
+                           init_min_inliers=init_min_inliers, abs_pose_min_inliers=abs_pose_min_inliers,
+                           pixel_scale=factor, num_threads=num_threads)
+    finally:
+        pycolmap.logging.minloglevel = level
 
 
 __all__ = ["SfMResult", "create_database", "verify", "reconstruct", "run_sfm", "pixel_scale_of", "CAMERA_MODES"]

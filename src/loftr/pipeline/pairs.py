@@ -25,16 +25,18 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".p
 
 
 def list_images(image_dir: str | Path) -> list[str]:
-    """Names (relative posix paths, sorted) of the image files under ``image_dir``, searched recursively."""
+    """Names (relative posix paths, sorted) of the image files under ``image_dir``, searched recursively. Names
+    with whitespace, which pairs files cannot hold, are left out with a warning."""
     root = Path(image_dir)
     if not root.is_dir():
         raise PipelineError(f"image folder {root} does not exist or is not a folder")
     names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    for name in names:
-        if any(ch.isspace() for ch in name):
-            raise PipelineError(f"image name {name!r} contains whitespace, which pairs files cannot hold")
-    return names
+    spaced = [n for n in names if any(ch.isspace() for ch in n)]
+    if spaced:
+        log.warning("%d images left out: names with whitespace (e.g. %r) cannot go in a pairs file; rename them",
+                    len(spaced), spaced[0])
+    return [n for n in names if n not in spaced]
 
 
 def unique_pairs(pairs: Iterable[Pair]) -> list[Pair]:

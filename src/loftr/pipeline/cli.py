@@ -1,0 +1,201 @@
+"""Sub-commands of the many-image pipeline: pairs, match-pairs, merge-matches, sfm, export onnx."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from . import PipelineError
+
+
+def _add_pair_source(p: argparse.ArgumentParser, required: bool = True) -> None:
+    src = p.add_mutually_exclusive_group(required=required)
+    src.add_argument("--pairs", help="hloc pairs file: 'name0 name1' per line, names relative to IMAGES_DIR")
+    src.add_argument("--exhaustive", action="store_true", help="every pair of images (sorted, i < j)")
+    src.add_argument("--sequential", type=int, metavar="N", help="each image with its next N (sorted names)")
+    src.add_argument("--retrieval", type=int, metavar="K",
+                     help="each image with its K nearest by a global descriptor pooled from our backbone")
+
+
+def _add_batch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=4, help="pairs per forward pass (same-size images; default 4)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes decoding images (default 0)")
+    p.add_argument("--quantize", type=float, default=4.0,
+                   help="grid in network-input pixels merging per-pair keypoints into per-image ones (default 4)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _pairs(args: argparse.Namespace, matcher=None) -> list[tuple[str, str]]:
+    from .pairs import exhaustive_pairs, global_descriptors, list_images, read_pairs, retrieval_pairs, sequential_pairs
+
+    names = list_images(args.images_dir)
+    if not names:
+        raise PipelineError(f"no images in {args.images_dir}")
+    if args.pairs:
+        return read_pairs(args.pairs, names)
+    if args.exhaustive:
+        return exhaustive_pairs(names)
+    if args.sequential is not None:
+        return sequential_pairs(names, args.sequential)
+    from ..cli import _matcher
+
+    matcher = matcher or _matcher(args)
+    desc = global_descriptors(matcher, [Path(args.images_dir) / n for n in names])
+    return retrieval_pairs(names, desc, args.retrieval)
+
+
+def cmd_pairs(args: argparse.Namespace) -> int:
+    from .pairs import write_pairs
+
+    pairs = _pairs(args)
+    print(f"{len(pairs)} pairs written to {write_pairs(args.out, pairs)}")
+    return 0
+
+
+def _init_distributed(args: argparse.Namespace) -> bool:
+    """Join the torchrun group when WORLD_SIZE > 1 (gloo); a GPU run uses the rank's local GPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch
+    import torch.distributed as dist
+
+    if args.device in ("cuda", "auto") and torch.cuda.is_available():
+        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+        return True
+    return False
+
+
+def cmd_match_pairs(args: argparse.Namespace) -> int:
+    from ..cli import _matcher
+    from .batch import match_pairs
+
+    started = _init_distributed(args)
+    try:
+        matcher = _matcher(args, args.max_matches)
+        pairs = _pairs(args, matcher)
+        s = match_pairs(matcher, args.images_dir, pairs, args.out, batch_size=args.batch_size, workers=args.workers,
+                        quantize=args.quantize, commit_every=args.commit_every, overwrite=args.overwrite,
+                        progress=not args.no_progress)
+    finally:
+        if started:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if s.rank == 0:
+        rate = s.matched / s.seconds if s.seconds > 0 else 0.0
+        ranks = f" on {s.world_size} ranks" if s.world_size > 1 else ""
+        print(f"{s.pairs} pairs: {s.matched} matched{ranks}, {s.skipped} already done ({rate:.1f} pairs/s); "
+              f"written to {s.out}")
+    return 0
+
+
+def cmd_merge_matches(args: argparse.Namespace) -> int:
+    from .h5 import merge_files
+
+    out = merge_files(args.parts, args.out, args.quantize, force=args.force)
+    print(f"merged {len(args.parts)} files into {out}")
+    return 0
+
+
+def cmd_sfm(args: argparse.Namespace) -> int:
+    from ..cli import _matcher
+    from .colmap import run_sfm
+
+    matcher = _matcher(args)
+    if not (args.pairs or args.exhaustive or args.sequential or args.retrieval):
+        args.sequential = 5
+    pairs = _pairs(args, matcher)
+    r = run_sfm(matcher, args.images_dir, pairs, args.out, batch_size=args.batch_size, workers=args.workers,
+                quantize=args.quantize, camera_mode=args.camera_mode, min_matches=args.min_matches,
+                init_min_inliers=args.init_min_inliers, abs_pose_min_inliers=args.abs_pose_min_inliers,
+                progress=not args.no_progress)
+    if r.model_dir is None:
+        print(f"no reconstruction: none of the {r.num_images} images could be registered")
+        return 1
+    print(f"registered {r.num_registered}/{r.num_images} images, {r.num_points3d} points, mean reprojection error "
+          f"{r.mean_reprojection_error:.3f} px, mean track length {r.mean_track_length:.2f} "
+          f"({r.num_models} model(s)); model written to {r.model_dir}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..cli import _matcher
+    from .export import OnnxMatcher, compare_matches, export_onnx, fine_path
+
+    if not args.dynamic and (args.height is None or args.width is None):
+        raise PipelineError("give --height and --width, or --dynamic")
+    matcher = _matcher(args)
+    coarse, fine = export_onnx(matcher.model, args.output, height=args.height, width=args.width,
+                               dynamic=args.dynamic)
+    print(f"coarse graph written to {coarse}, fine graph to {fine_path(coarse)}")
+    if args.verify:
+        from ..matcher import Matcher
+
+        if args.dynamic:
+            eager = Matcher(matcher.model, max_size=matcher.max_size, resize=matcher.resize, threshold=args.threshold)
+            runner = OnnxMatcher(coarse, max_size=matcher.max_size, threshold=args.threshold)
+        else:
+            eager = Matcher(matcher.model, resize=(args.width, args.height), threshold=args.threshold)
+            runner = OnnxMatcher(coarse, threshold=args.threshold)
+        c = compare_matches(eager(*args.verify), runner(*args.verify))
+        print(f"verify: eager {c['eager']} matches, onnx {c['other']}, in common {c['common']} "
+              f"({100 * c['recall']:.1f}%), max keypoint1 difference {c['max_kpt1_diff_px']:.2e} px, "
+              f"max confidence difference {c['max_conf_diff']:.2e}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the pipeline's sub-commands to the ``loftr`` parser."""
+    from ..cli import _add_model_args
+
+    p = sub.add_parser("pairs", help="write an hloc pairs file for a folder of images")
+    p.add_argument("images_dir")
+    _add_pair_source(p)
+    p.add_argument("--out", required=True, help="pairs file to write")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_pairs)
+
+    p = sub.add_parser("match-pairs", help="match many pairs into one HDF5 file (resumable; torchrun for several "
+                       "processes or GPUs)")
+    p.add_argument("images_dir")
+    _add_pair_source(p)
+    p.add_argument("--out", required=True, help="HDF5 file to write (hloc-compatible keypoints and matches)")
+    _add_batch_args(p)
+    p.add_argument("--max-matches", type=int, help="keep the K most confident matches of each pair")
+    p.add_argument("--commit-every", type=int, default=64, help="pairs between safe commits (default 64)")
+    p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_match_pairs)
+
+    p = sub.add_parser("merge-matches", help="merge part files (e.g. OUT.rank*.h5 of a distributed run) into one")
+    p.add_argument("out", help="the merged HDF5 file to write")
+    p.add_argument("parts", nargs="+", help="part, chunk or finished match files")
+    p.add_argument("--quantize", type=float, default=4.0, help="per-image keypoint grid, network pixels")
+    p.add_argument("--force", action="store_true", help="merge files made with different settings")
+    p.set_defaults(func=cmd_merge_matches)
+
+    p = sub.add_parser("sfm", help="match, build a COLMAP database, verify and reconstruct (pycolmap)")
+    p.add_argument("images_dir")
+    _add_pair_source(p, required=False)  # default: --sequential 5
+    p.add_argument("--out", required=True, help="output folder: matches.h5, database.db, pairs.txt, sparse/")
+    _add_batch_args(p)
+    p.add_argument("--camera-mode", default="auto", choices=["auto", "single", "per_folder", "per_image"])
+    p.add_argument("--min-matches", type=int, default=15, help="fewest verified matches of a pair (default 15)")
+    p.add_argument("--init-min-inliers", type=int, default=30, help="fewest inliers of the initial pair")
+    p.add_argument("--abs-pose-min-inliers", type=int, default=15, help="fewest inliers to register an image")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_sfm)
+
+    p = sub.add_parser("export", help="export the model: `loftr export onnx OUT.onnx`")
+    p.add_argument("format", choices=["onnx"])
+    p.add_argument("output", help="coarse graph file; the fine graph goes beside it as OUT.fine.onnx")
+    p.add_argument("--height", type=int, help="fixed input height (a multiple of the coarse stride)")
+    p.add_argument("--width", type=int, help="fixed input width")
+    p.add_argument("--dynamic", action="store_true", help="any input size (sides up to 2048 px)")
+    p.add_argument("--verify", nargs=2, metavar=("IMAGE0", "IMAGE1"),
+                   help="match a pair with onnxruntime and with the eager model, print the agreement")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_export)
