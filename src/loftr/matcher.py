@@ -63,12 +63,17 @@ class Matcher:
         max_matches: keep the most confident K matches.
         device: "cpu", "cuda", "mps" or "auto"; dtype: "fp32", "fp16" or "bf16" (autocast; fp32 keeps the exact
             reference numerics).
+        fast: match with an inference copy of the model (:func:`~loftr.model.optimize.optimize_for_inference`:
+            folded BatchNorms, channels-last, fine map only around the matches, blockwise coarse matching for large
+            images); the same matches as fp32 up to float rounding. With ``dtype="bf16"`` on the CPU the copy's
+            weights are bfloat16 (no autocast); on other devices fp16/bf16 use autocast as without ``fast``.
+        compile: also ``torch.compile`` the backbone and the coarse transformer of the fast copy (needs ``fast``).
     """
 
     def __init__(self, model: str | LoFTR = "default", *, weights: str | Path | None = None, preset: str | None = None,
                  resize: tuple[int, int] | None = None, max_size: int | None = 640, threshold: float | None = None,
                  max_matches: int | None = None, device: str | torch.device | None = "cpu",
-                 dtype: str | torch.dtype = "fp32") -> None:
+                 dtype: str | torch.dtype = "fp32", fast: bool = False, compile: bool = False) -> None:
         self.device = resolve_device(device)
         if isinstance(dtype, str):
             if dtype not in _DTYPES:
@@ -76,6 +81,14 @@ class Matcher:
             dtype = _DTYPES[dtype]
         self.dtype = dtype
         net = model if isinstance(model, LoFTR) else build_model(model, weights, preset)
+        if compile and not fast:
+            raise LoFTRError("compile=True needs fast=True")
+        if fast and not net.fast:  # an already optimised model (e.g. shared by match()) is used as it is
+            from .model.optimize import optimize_for_inference
+
+            cpu_bf16 = self.device.type == "cpu" and dtype == torch.bfloat16
+            net = optimize_for_inference(net.to(self.device), dtype=torch.bfloat16 if cpu_bf16 else None,
+                                         compile=compile)
         self.model = net.to(self.device).eval()
         self.threshold = threshold
         self.resize, self.max_size, self.max_matches = resize, max_size, max_matches
@@ -100,7 +113,7 @@ class Matcher:
         if (m0 is None) != (m1 is None):  # one side padded: give the other an all-valid mask
             m0 = m0 if m0 is not None else torch.ones(img0.shape[0], *img0.shape[2:], dtype=torch.bool, device=dev)
             m1 = m1 if m1 is not None else torch.ones(img1.shape[0], *img1.shape[2:], dtype=torch.bool, device=dev)
-        if self.dtype == torch.float32:
+        if self.dtype == torch.float32 or self.model.backbone.conv1.weight.dtype == self.dtype:
             return self.model.match(img0, img1, m0, m1, thr=self.threshold)
         with torch.autocast(device_type=dev.type, dtype=self.dtype):
             return self.model.match(img0, img1, m0, m1, thr=self.threshold)
@@ -114,21 +127,24 @@ class Matcher:
 
 
 @lru_cache(maxsize=4)
-def _cached_matcher(model: str, weights: str | None, preset: str | None, device: str) -> Matcher:
-    return Matcher(model, weights=weights, preset=preset, device=device)
+def _cached_matcher(model: str, weights: str | None, preset: str | None, device: str, fast: bool = False,
+                    dtype: str = "fp32") -> Matcher:
+    return Matcher(model, weights=weights, preset=preset, device=device, fast=fast, dtype=dtype)
 
 
 def match(image0: ImageLike, image1: ImageLike, model: str = "default", *, weights: str | Path | None = None,
           preset: str | None = None, resize: tuple[int, int] | None = None, max_size: int | None = 640,
           threshold: float | None = None, max_matches: int | None = None, device: str = "cpu",
-          dtype: str = "fp32") -> Matches:
+          dtype: str = "fp32", fast: bool = False) -> Matches:
     """Match two images (paths, arrays or tensors) → :class:`Matches` in original pixels, most confident first.
 
-    The model is loaded once per (model, weights, preset, device) and reused by later calls.
+    The model is loaded once per (model, weights, preset, device) and reused by later calls; ``fast`` (see
+    :class:`Matcher`) caches its optimised copy per dtype too.
     """
-    base = _cached_matcher(model, str(weights) if weights else None, preset, str(device))
+    base = _cached_matcher(model, str(weights) if weights else None, preset, str(device), fast,
+                           dtype if fast else "fp32")
     m = Matcher(base.model, resize=resize, max_size=max_size, threshold=threshold, max_matches=max_matches,
-                device=device, dtype=dtype)
+                device=device, dtype=dtype, fast=fast)
     return m(image0, image1)
 
 

@@ -34,7 +34,7 @@ class BasicBlock(nn.Module):
         y = self.bn2(self.conv2(y))
         if self.downsample is not None:
             x = self.downsample(x)
-        return self.relu(x + y)
+        return self.relu(y.add_(x) if not torch.is_grad_enabled() else x + y)  # in place without autograd
 
 
 def _merge_head(cin: int, cout: int) -> nn.Sequential:
@@ -83,14 +83,30 @@ class ResNetFPN(nn.Module):
                 nn.init.constant_(m.bias, 0)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        stages = self.encode(image)
+        coarse = self.coarse_map(stages)
+        return coarse, self.fpn(stages, coarse)
+
+    def encode(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """(N, 1, H, W) image → the outputs of the ResNet stages, finest (1/2) first."""
         x = self.relu(self.bn1(self.conv1(image)))
         stages = []
         for k in range(1, self._top + 1):
-            x = getattr(self, f"layer{k}")(x)
+            for block in getattr(self, f"layer{k}"):  # block by block: each input is freed once consumed
+                x = block(x)
             stages.append(x)
-        out = getattr(self, f"layer{self._top}_outconv")(stages[-1])
-        coarse = out
+        return stages
+
+    def coarse_map(self, stages: list[torch.Tensor]) -> torch.Tensor:
+        """The coarse map: 1x1 projection of the last stage."""
+        return getattr(self, f"layer{self._top}_outconv")(stages[-1])
+
+    def fpn(self, stages: list[torch.Tensor], coarse: torch.Tensor) -> torch.Tensor:
+        """Top-down pass from the coarse map to the fine map (see :mod:`.lazy_fine` for a windowed version)."""
+        out = coarse
         for k in range(self._top - 1, self._finest - 1, -1):
             lateral = getattr(self, f"layer{k}_outconv")(stages[k - 1])
-            out = getattr(self, f"layer{k}_outconv2")(lateral + _upsample_to(out, lateral))
-        return coarse, out
+            up = _upsample_to(out, lateral)
+            merged = lateral.add_(up) if not torch.is_grad_enabled() else lateral + up
+            out = getattr(self, f"layer{k}_outconv2")(merged)
+        return out

@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import CoarseMatchingConfig
+from .blockwise import blockwise_maxima, compute_dtype, dense_dual_softmax
 
 INF = 1e9
+DENSE_LIMIT = 1 << 26  # inference confidences above 64M values (256 MB in float32) are computed blockwise
 
 
 def _masked_value(dtype: torch.dtype) -> float:
@@ -94,18 +96,34 @@ def select_matches(
     ``valid0`` (N, L) / ``valid1`` (N, S) come from :func:`valid_cells`. Works without any (N, L, S) boolean mask.
     """
     row_max, j_all = conf.max(dim=2)
-    col_max = conf.amax(dim=1)
+    return select_from_maxima(row_max, j_all, conf.amax(dim=1), thr, valid0, valid1)
+
+
+def select_from_maxima(row_max: torch.Tensor, j_all: torch.Tensor, col_max: torch.Tensor, thr: float,
+                       valid0: torch.Tensor, valid1: torch.Tensor) -> CoarseMatches:
+    """:func:`select_matches` from the reductions of the confidence: row max and its column ``j_all`` (N, L), column
+    max (N, S). Cell i and j_all[i] match when the row max exceeds ``thr`` and equals column j's max."""
     keep = (row_max > thr) & (torch.gather(col_max, 1, j_all) == row_max) & valid0 & torch.gather(valid1, 1, j_all)
     b_ids, i_ids = torch.where(keep)
     return CoarseMatches(b_ids, i_ids, j_all[b_ids, i_ids], row_max[b_ids, i_ids])
 
 
 class CoarseMatching(nn.Module):
-    """Confidence matrix of two transformed coarse feature sets, and its coarse matches."""
+    """Confidence matrix of two transformed coarse feature sets, and its coarse matches.
 
-    def __init__(self, config: CoarseMatchingConfig) -> None:
+    Inference (eval mode, autograd off) with dual-softmax switches by itself to :mod:`.blockwise` when the
+    confidence would hold more than ``dense_limit`` values: the same matches, no (N, L, S) matrix (and no
+    ``conf_matrix`` in the output). ``fast`` (set by :func:`~loftr.model.optimize.optimize_for_inference`) also runs
+    the smaller problems through the in-place dense kernel. Optimal transport (sinkhorn) always stays dense: its
+    Sinkhorn iterations alternate full row and column normalisations of the whole coupling matrix.
+    """
+
+    def __init__(self, config: CoarseMatchingConfig, dense_limit: int = DENSE_LIMIT) -> None:
         super().__init__()
         self.config = config
+        self.fast = False
+        self.dense_limit = dense_limit
+        self.block_rows: int | None = None
         if config.match_type == "sinkhorn":
             self.bin_score = nn.Parameter(torch.tensor(float(config.skh_init_bin_score)))
 
@@ -155,15 +173,41 @@ class CoarseMatching(nn.Module):
         mask0: torch.Tensor | None = None,
         mask1: torch.Tensor | None = None,
         thr: float | None = None,
-    ) -> tuple[torch.Tensor, CoarseMatches]:
-        """Confidence (N, L, S) and its matches. ``hw0``/``hw1``: coarse map sizes; masks (N, H, W) of valid cells."""
+    ) -> tuple[torch.Tensor | None, CoarseMatches]:
+        """Confidence (N, L, S) and its matches. ``hw0``/``hw1``: coarse map sizes; masks (N, H, W) of valid cells.
+
+        The confidence is None when the blockwise path ran (see the class docstring)."""
         flat0 = mask0.flatten(1) if mask0 is not None else None
         flat1 = mask1.flatten(1) if mask1 is not None else None
-        conf = self.confidence(feat0, feat1, flat0, flat1)
-        n = conf.shape[0]
+        n, l, s = feat0.shape[0], feat0.shape[1], feat1.shape[1]
+        inference = not self.training and not torch.is_grad_enabled() and self.config.match_type == "dual_softmax"
+        blockwise = inference and n * l * s > self.dense_limit
+        if blockwise or (inference and self.fast):
+            conf, maxima = self._inference_confidence(feat0, feat1, flat0, flat1, blockwise)
+        else:
+            conf = self.confidence(feat0, feat1, flat0, flat1)
+            maxima = None
         border = self.config.border_rm
+        thr = self.config.thr if thr is None else thr
         with torch.no_grad():
-            valid0 = valid_cells(hw0, border, mask0, n, conf.device)
-            valid1 = valid_cells(hw1, border, mask1, n, conf.device)
-            matches = select_matches(conf.detach(), self.config.thr if thr is None else thr, valid0, valid1)
+            valid0 = valid_cells(hw0, border, mask0, n, feat0.device)
+            valid1 = valid_cells(hw1, border, mask1, n, feat0.device)
+            if maxima is None:
+                matches = select_matches(conf.detach(), thr, valid0, valid1)
+            else:
+                matches = select_from_maxima(*maxima, thr, valid0, valid1)
         return conf, matches
+
+    def _inference_confidence(self, feat0: torch.Tensor, feat1: torch.Tensor, mask0: torch.Tensor | None,
+                              mask1: torch.Tensor | None, blockwise: bool
+                              ) -> tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Dual-softmax at inference, in at least float32 (also under autocast): dense in place, or blockwise."""
+        dtype = compute_dtype(feat0.dtype)
+        temperature = self.config.dsmax_temperature
+        with torch.autocast(feat0.device.type, enabled=False):
+            f0, f1 = feat0.to(dtype), feat1.to(dtype)
+            if blockwise:
+                return None, blockwise_maxima(f0, f1, temperature, mask0, mask1, self.block_rows)
+            conf = dense_dual_softmax(f0, f1, temperature, mask0, mask1)
+            row_max, row_arg = conf.max(dim=2)
+            return conf, (row_max, row_arg, conf.amax(dim=1))

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .lazy_fine import LazyFineMap
+
 
 def gather_windows(feat: torch.Tensor, b_ids: torch.Tensor, cell_ids: torch.Tensor, coarse_w: int, window: int,
                    stride: int) -> torch.Tensor:
@@ -24,6 +26,13 @@ def gather_windows(feat: torch.Tensor, b_ids: torch.Tensor, cell_ids: torch.Tens
     return patches.reshape(cell_ids.shape[0], window * window, feat.shape[1])
 
 
+def _windows(feat: torch.Tensor | LazyFineMap, b_ids: torch.Tensor, cell_ids: torch.Tensor, coarse_w: int,
+             window: int, stride: int) -> torch.Tensor:
+    if isinstance(feat, LazyFineMap):
+        return feat.windows(b_ids, cell_ids, coarse_w, window, stride)
+    return gather_windows(feat, b_ids, cell_ids, coarse_w, window, stride)
+
+
 class FinePreprocess(nn.Module):
     """Crops the fine windows of both images and, optionally, merges in the transformed coarse feature of the cell."""
 
@@ -36,23 +45,34 @@ class FinePreprocess(nn.Module):
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.kaiming_normal_(p, mode="fan_out", nonlinearity="relu")
+        self.fast = False  # inference: the coarse context is merged once per window, not once per window cell
 
-    def forward(self, feat_f0: torch.Tensor, feat_f1: torch.Tensor, feat_c0: torch.Tensor, feat_c1: torch.Tensor,
-                b_ids: torch.Tensor, i_ids: torch.Tensor, j_ids: torch.Tensor, w0_c: int, w1_c: int,
-                stride: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fine maps (N, Cf, Hf, Wf), transformed coarse tokens (N, L|S, Cc), match ids (M,) → (M, w*w, Cf) each."""
+    def forward(self, feat_f0: torch.Tensor | LazyFineMap, feat_f1: torch.Tensor | LazyFineMap, feat_c0: torch.Tensor,
+                feat_c1: torch.Tensor, b_ids: torch.Tensor, i_ids: torch.Tensor, j_ids: torch.Tensor, w0_c: int,
+                w1_c: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fine maps (N, Cf, Hf, Wf) (or :class:`LazyFineMap`), transformed coarse tokens (N, L|S, Cc), match ids
+        (M,) → (M, w*w, Cf) each."""
         ww = self.window**2
         if b_ids.numel() == 0:
-            empty = feat_f0.new_empty((0, ww, self.d_model_f))
+            empty = (feat_f0 if isinstance(feat_f0, torch.Tensor) else feat_c0).new_empty((0, ww, self.d_model_f))
             return empty, empty.clone()
-        win0 = gather_windows(feat_f0, b_ids, i_ids, w0_c, self.window, stride)
-        win1 = gather_windows(feat_f1, b_ids, j_ids, w1_c, self.window, stride)
+        win0 = _windows(feat_f0, b_ids, i_ids, w0_c, self.window, stride)
+        win1 = _windows(feat_f1, b_ids, j_ids, w1_c, self.window, stride)
         if not self.concat_coarse:
             return win0, win1
         ctx = self.down_proj(torch.cat([feat_c0[b_ids, i_ids], feat_c1[b_ids, j_ids]], 0))  # (2M, Cf)
-        merged = self.merge_feat(torch.cat([torch.cat([win0, win1], 0), ctx[:, None].expand(-1, ww, -1)], -1))
+        if self.fast and not self.training and not torch.is_grad_enabled():
+            merged = self._merge_split(torch.cat([win0, win1], 0), ctx)
+        else:
+            merged = self.merge_feat(torch.cat([torch.cat([win0, win1], 0), ctx[:, None].expand(-1, ww, -1)], -1))
         win0, win1 = torch.chunk(merged, 2, dim=0)
         return win0, win1
+
+    def _merge_split(self, windows: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        """``merge_feat([window cell, context])`` as ``W_f @ cell + (W_c @ context + b)``: the context half of the
+        product is computed once per window. windows (2M, w*w, Cf), ctx (2M, Cf) → (2M, w*w, Cf)."""
+        w_feat, w_ctx = self.merge_feat.weight.split(self.d_model_f, dim=1)
+        return F.linear(windows, w_feat).add_(F.linear(ctx, w_ctx, self.merge_feat.bias)[:, None])
 
 
 def spatial_expectation(feat0: torch.Tensor, feat1: torch.Tensor) -> torch.Tensor:

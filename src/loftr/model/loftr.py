@@ -14,8 +14,11 @@ from ..types import Matches
 from .backbone import ResNetFPN
 from .coarse import CoarseMatches, CoarseMatching
 from .fine import FinePreprocess, spatial_expectation
+from .lazy_fine import LazyFineMap
 from .position import PositionEncodingSine
 from .transformer import LocalFeatureTransformer
+
+BATCH_PIXELS = 1 << 20  # fast inference runs the backbone on one image at a time above this many pixels per pass
 
 
 @dataclass(frozen=True)
@@ -23,13 +26,14 @@ class LoFTROutput:
     """Matches plus what training, visualisation and evaluation need.
 
     ``matches`` are in the pixels of the network input; ``coarse`` indexes cells of the flattened coarse maps of
-    sizes ``hw0_c`` / ``hw1_c``; ``conf_matrix`` (N, L, S); ``expec_f`` (M', 3) fine expectation (x, y, std) for the
+    sizes ``hw0_c`` / ``hw1_c``; ``conf_matrix`` (N, L, S), None where inference matched blockwise (large inputs, see
+    :class:`~loftr.model.coarse.CoarseMatching`); ``expec_f`` (M', 3) fine expectation (x, y, std) for the
     coarse selections (which during training include ground-truth pads); ``feat_c0/1`` transformed coarse tokens.
     """
 
     matches: Matches
     coarse: CoarseMatches
-    conf_matrix: torch.Tensor
+    conf_matrix: torch.Tensor | None
     expec_f: torch.Tensor
     hw0_c: tuple[int, int]
     hw1_c: tuple[int, int]
@@ -46,6 +50,16 @@ def _coarse_mask(mask: torch.Tensor | None, hw_c: tuple[int, int], stride: int) 
     if tuple(mask.shape[-2:]) != tuple(hw_c):
         raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit a coarse map of {tuple(hw_c)}")
     return mask.bool()
+
+
+def _as_layout(image: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """The image with NHWC strides when ``channels_last``. A one-channel image is contiguous in both layouts, and
+    only explicit NHWC strides make the first convolution choose (and output) NHWC, several times faster."""
+    if not channels_last:
+        return image.contiguous()
+    image = image.contiguous(memory_format=torch.channels_last)
+    n, c, h, w = image.shape
+    return image.as_strided(image.shape, (c * h * w, 1, w * c, c)) if c == 1 else image
 
 
 class LoFTR(nn.Module):
@@ -75,6 +89,9 @@ class LoFTR(nn.Module):
             cfg.coarse.d_model, cfg.fine.d_model, cfg.fine_window_size, cfg.fine_concat_coarse_feat
         )
         self.loftr_fine = LocalFeatureTransformer(cfg.fine)
+        self.fast = False  # inference shortcuts: see loftr.model.optimize
+        self.lazy_fine = False  # fast inference computes the fine map only around the coarse matches
+        self.batch_pixels = BATCH_PIXELS
         self.eval()
         if weights is not None:
             from ..weights import load_weights  # the model package knows no files; weights.py does
@@ -82,15 +99,39 @@ class LoFTR(nn.Module):
             load_weights(self, weights)
 
     # -- stages -------------------------------------------------------------------------------------------------
-    def extract(self, image0: torch.Tensor, image1: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Backbone maps of both images: coarse0, fine0, coarse1, fine1 (one pass when the sizes agree)."""
-        if image0.shape == image1.shape:
-            n = image0.shape[0]
-            coarse, fine = self.backbone(torch.cat([image0, image1], 0))
-            return coarse[:n], fine[:n], coarse[n:], fine[n:]
-        c0, f0 = self.backbone(image0)
-        c1, f1 = self.backbone(image1)
-        return c0, f0, c1, f1
+    def fast_inference(self) -> bool:
+        """True when the inference shortcuts apply: ``fast`` set, eval mode, autograd off."""
+        return self.fast and not self.training and not torch.is_grad_enabled()
+
+    def extract(self, image0: torch.Tensor, image1: torch.Tensor) -> tuple[Any, ...]:
+        """Backbone maps of both images: coarse0, fine0, coarse1, fine1 (one pass when the sizes agree).
+
+        Fast inference casts the images to the weights' dtype and memory format, runs large images one at a time
+        (more than ``batch_pixels`` pixels together), and with ``lazy_fine`` returns :class:`LazyFineMap` fine maps.
+        """
+        if not self.fast_inference():
+            if image0.shape == image1.shape:
+                n = image0.shape[0]
+                coarse, fine = self.backbone(torch.cat([image0, image1], 0))
+                return coarse[:n], fine[:n], coarse[n:], fine[n:]
+            return (*self.backbone(image0), *self.backbone(image1))
+        weight = self.backbone.conv1.weight
+        nhwc = weight.is_contiguous(memory_format=torch.channels_last)
+        image0, image1 = (_as_layout(im.to(weight.dtype), nhwc) for im in (image0, image1))
+        if image0.shape != image1.shape or image0.numel() + image1.numel() > self.batch_pixels:
+            return (*self._backbone_fast(image0), *self._backbone_fast(image1))
+        n = image0.shape[0]
+        coarse, fine = self._backbone_fast(torch.cat([image0, image1], 0))
+        if isinstance(fine, LazyFineMap):
+            return coarse[:n], fine.select(0, n), coarse[n:], fine.select(n, 2 * n)
+        return coarse[:n], fine[:n], coarse[n:], fine[n:]
+
+    def _backbone_fast(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | LazyFineMap]:
+        if not self.lazy_fine:
+            return self.backbone(image)
+        stages = self.backbone.encode(image)
+        coarse = self.backbone.coarse_map(stages)
+        return coarse, LazyFineMap(self.backbone, stages, coarse)
 
     def transform_coarse(self, coarse0: torch.Tensor, coarse1: torch.Tensor, mask_c0: torch.Tensor | None = None,
                          mask_c1: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +158,8 @@ class LoFTR(nn.Module):
         feat_c0, feat_c1 = self.transform_coarse(coarse0, coarse1, mask_c0, mask_c1)
         conf, selected = self.coarse_matching(feat_c0, feat_c1, hw0_c, hw1_c, mask_c0, mask_c1, thr=thr)
         if supervision is not None:
-            selected = pad_with_ground_truth(selected, supervision, conf.shape, mask_c0, mask_c1,
+            conf_shape = torch.Size((feat_c0.shape[0], feat_c0.shape[1], feat_c1.shape[1]))
+            selected = pad_with_ground_truth(selected, supervision, conf_shape, mask_c0, mask_c1,
                                              cfg.match_coarse.train_coarse_percent,
                                              cfg.match_coarse.train_pad_num_gt_min)
         b, i, j = selected.b_ids, selected.i_ids, selected.j_ids
@@ -125,8 +167,12 @@ class LoFTR(nn.Module):
                                           stride_c // stride_f)
         if b.numel() > 0:
             win0, win1 = self.loftr_fine(win0, win1)
-        expec_f = spatial_expectation(win0, win1)
-        coord = torch.promote_types(conf.dtype, torch.float32)
+        if self.fast_inference():  # the sub-pixel expectation in at least float32, whatever the weights or autocast
+            with torch.autocast(win0.device.type, enabled=False):
+                expec_f = spatial_expectation(win0.to(selected.mconf.dtype), win1.to(selected.mconf.dtype))
+        else:
+            expec_f = spatial_expectation(win0, win1)
+        coord = torch.promote_types(selected.mconf.dtype, torch.float32)
         kpts0 = torch.stack([i % hw0_c[1], i // hw0_c[1]], 1).to(coord) * stride_c
         kpts1 = torch.stack([j % hw1_c[1], j // hw1_c[1]], 1).to(coord) * stride_c
         kpts1 = kpts1 + expec_f[:, :2].detach().to(coord) * (cfg.fine_window_size // 2) * stride_f

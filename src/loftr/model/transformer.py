@@ -8,6 +8,8 @@ from torch import nn
 
 from ..config import TransformerConfig
 
+STACK_TOKENS = 1 << 14  # fast inference stacks the images of a self layer up to this many tokens per image
+
 
 def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
     return F.elu(x) + 1
@@ -38,6 +40,27 @@ def linear_attention(
     z = 1.0 / (torch.einsum("nlhd,nhd->nlh", Q, K.sum(dim=1)) + eps)
     out = torch.einsum("nlhd,nhdv->nlhv", Q, kv) * z[..., None]
     return (out * s).contiguous()
+
+
+def linear_attention_(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_mask: torch.Tensor | None = None,
+    kv_mask: torch.Tensor | None = None,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """:func:`linear_attention` that overwrites q, k and v (inference): the same operations, no copies of them."""
+    Q, K = F.elu(q, inplace=True).add_(1), F.elu(k, inplace=True).add_(1)
+    if q_mask is not None:
+        Q.mul_(q_mask[:, :, None, None])
+    if kv_mask is not None:
+        K.mul_(kv_mask[:, :, None, None])
+        v.mul_(kv_mask[:, :, None, None])
+    s = v.shape[1]
+    kv = torch.einsum("nshd,nshv->nhdv", K, v.div_(s))
+    z = torch.einsum("nlhd,nhd->nlh", Q, K.sum(dim=1)).add_(eps).reciprocal_()
+    return torch.einsum("nlhd,nhdv->nlhv", Q, kv).mul_(z[..., None]).mul_(s)
 
 
 def full_attention(
@@ -74,6 +97,7 @@ class EncoderLayer(nn.Module):
         )
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
+        self.fast = False  # inference shortcuts, see forward
 
     def project(self, x: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-head queries of x and keys/values of source: (N, L|S, H, D)."""
@@ -90,14 +114,35 @@ class EncoderLayer(nn.Module):
         x_mask: torch.Tensor | None = None,
         source_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x (N, L, C) attends to source (N, S, C) → (N, L, C)."""
+        """x (N, L, C) attends to source (N, S, C) → (N, L, C).
+
+        With ``fast`` at inference (eval mode, autograd off) the projections of one input run as one GEMM and the
+        residual is added in place; the same operations otherwise.
+        """
         n = x.shape[0]
-        q, k, v = self.project(x, source)
-        attend = linear_attention if self.attention_type == "linear" else full_attention
+        fast = self.fast and not self.training and not torch.is_grad_enabled()
+        if fast:
+            q, k, v = self._project_fused(x, source)
+            attend = linear_attention_ if self.attention_type == "linear" else full_attention
+        else:
+            q, k, v = self.project(x, source)
+            attend = linear_attention if self.attention_type == "linear" else full_attention
         message = attend(q, k, v, x_mask, source_mask)
-        message = self.norm1(self.merge(message.view(n, -1, self.nhead * self.dim)))
+        del q, k, v  # the projections' memory is free before the MLP's
+        message = self.norm1(self.merge(message.reshape(n, -1, self.nhead * self.dim)))
         message = self.norm2(self.mlp(torch.cat([x, message], dim=2)))
-        return x + message
+        return message.add_(x) if fast else x + message
+
+    def _project_fused(self, x: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """:meth:`project` with the projections that read the same tokens stacked into one weight."""
+        n, c = x.shape[0], x.shape[2]
+        if source is x:
+            weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+            q, k, v = F.linear(x, weight).split(c, dim=2)
+        else:
+            q = self.q_proj(x)
+            k, v = F.linear(source, torch.cat([self.k_proj.weight, self.v_proj.weight])).split(c, dim=2)
+        return tuple(t.view(n, -1, self.nhead, self.dim) for t in (q, k, v))
 
 
 class LocalFeatureTransformer(nn.Module):
@@ -113,6 +158,7 @@ class LocalFeatureTransformer(nn.Module):
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
+        self.fast = False  # inference: both images through each self layer at once (up to STACK_TOKENS each)
 
     def forward(
         self,
@@ -124,8 +170,14 @@ class LocalFeatureTransformer(nn.Module):
         """feat0 (N, L, C), feat1 (N, S, C), masks (N, L)/(N, S) → transformed features, same shapes."""
         if feat0.shape[-1] != self.config.d_model:
             raise ValueError(f"features have {feat0.shape[-1]} channels, the transformer expects {self.config.d_model}")
+        stack = (self.fast and not self.training and not torch.is_grad_enabled() and feat0.shape == feat1.shape
+                 and (mask0 is None) == (mask1 is None) and feat0.shape[0] * feat0.shape[1] <= STACK_TOKENS)
+        both_masks = torch.cat([mask0, mask1]) if stack and mask0 is not None else None
         for layer, name in zip(self.layers, self.layer_names):
-            if name == "self":
+            if name == "self" and stack:  # self layers see one image at a time: one batch of 2N
+                both = torch.cat([feat0, feat1])
+                feat0, feat1 = layer(both, both, both_masks, both_masks).chunk(2)
+            elif name == "self":
                 feat0, feat1 = layer(feat0, feat0, mask0, mask0), layer(feat1, feat1, mask1, mask1)
             else:
                 feat0 = layer(feat0, feat1, mask0, mask1)
