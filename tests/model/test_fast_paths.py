@@ -244,3 +244,28 @@ def test_matcher_fast_option() -> None:
     assert Matcher(max_size=320, fast=True, dtype="bf16").model.backbone.conv1.weight.dtype == torch.bfloat16
     with pytest.raises(LoFTRError, match="fast"):
         Matcher(compile=True)
+
+
+@pytest.mark.parametrize("size", [(97, 130), (250, 333)])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_stem_in_strips_equals_dense_stem(outdoor: LoFTR, size, channels_last: bool) -> None:
+    from loftr.model.strips import stem_in_strips
+
+    fused = optimize_for_inference(outdoor, channels_last=channels_last)
+    bb = fused.backbone
+    image = torch.rand(2, 1, *size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        dense = bb.relu(bb.bn1(bb.conv1(image)))
+        for block in bb.layer1:
+            dense = block(dense)
+        for rows in (16, 23, 1000):  # several strips (one shorter), and one strip for the whole map
+            strips = stem_in_strips(bb, image, rows)
+            assert strips.shape == dense.shape
+            torch.testing.assert_close(strips, dense, atol=1e-4, rtol=1e-4)
+
+
+def test_fast_copy_with_strips_gives_the_eager_matches(outdoor: LoFTR, tum_pair, eager_out) -> None:
+    fused = optimize_for_inference(outdoor)
+    fused.backbone.strip_pixels = 0  # every input in strips
+    with torch.inference_mode():
+        _same_matches(eager_out, fused.run(*tum_pair))

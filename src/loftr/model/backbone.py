@@ -9,6 +9,9 @@ from torch import nn
 from ..config import BackboneConfig
 
 
+STRIP_PIXELS = 1 << 20  # fast inference computes the stem of larger inputs (pixels per pass) in strips
+
+
 def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel_size=1, stride=stride, padding=0, bias=False)
 
@@ -75,6 +78,8 @@ class ResNetFPN(nn.Module):
             setattr(self, f"layer{k}_outconv", conv1x1(dims[k - 1], dims[k]))
             setattr(self, f"layer{k}_outconv2", _merge_head(dims[k], dims[k - 1]))
         self._top, self._finest = top, finest
+        self.fast = False  # inference: the stem of large images in strips (see .strips)
+        self.strip_pixels = STRIP_PIXELS
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -89,9 +94,20 @@ class ResNetFPN(nn.Module):
 
     def encode(self, image: torch.Tensor) -> list[torch.Tensor]:
         """(N, 1, H, W) image → the outputs of the ResNet stages, finest (1/2) first."""
-        x = self.relu(self.bn1(self.conv1(image)))
+        strips = (self.fast and not self.training and not torch.is_grad_enabled()
+                  and image.shape[0] * image.shape[2] * image.shape[3] > self.strip_pixels
+                  and all(b.downsample is None for b in self.layer1))
+        if strips:
+            from .strips import stem_in_strips
+
+            x = stem_in_strips(self, image)
+        else:
+            x = self.relu(self.bn1(self.conv1(image)))
         stages = []
         for k in range(1, self._top + 1):
+            if k == 1 and strips:
+                stages.append(x)
+                continue
             for block in getattr(self, f"layer{k}"):  # block by block: each input is freed once consumed
                 x = block(x)
             stages.append(x)
