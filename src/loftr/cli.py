@@ -13,7 +13,7 @@ from .errors import LoFTRError
 
 # Modules that add sub-commands: each defines ``register(subparsers)``, which adds its parsers with
 # ``set_defaults(func=...)``; a func takes the parsed args and returns an exit code.
-SUBCOMMAND_MODULES = ("loftr.eval.cli", "loftr.pipeline.cli", "loftr.inspect", "loftr.serve")
+SUBCOMMAND_MODULES = ("loftr.eval.cli", "loftr.pipeline.cli", "loftr.inspect", "loftr.serve", "loftr.train.cli")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -127,12 +127,6 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .train.__main__ import run
-
-    return run(args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loftr", description="LoFTR detector-free image matching")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and show tracebacks")
@@ -160,11 +154,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", nargs="?", help="export: the .safetensors file to write")
     p.add_argument("--preset", help="export: the preset of the checkpoint (read from it when stored)")
     p.set_defaults(func=cmd_weights)
-
-    from .train.__main__ import build_parser as train_parser
-
-    p = train_parser(sub.add_parser("train", help="train on homographic pairs of a folder of photos"))
-    p.set_defaults(func=cmd_train)
 
     import importlib
 

@@ -135,6 +135,12 @@ class CoarseMatching(nn.Module):
         mask1: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """feat0 (N, L, C), feat1 (N, S, C), masks (N, L)/(N, S) 1 = valid → confidence (N, L, S), differentiable."""
+        return self._confidence(feat0, feat1, mask0, mask1)[0]
+
+    def _confidence(self, feat0: torch.Tensor, feat1: torch.Tensor, mask0: torch.Tensor | None,
+                    mask1: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The confidence and, for optimal transport, the whole (N, L+1, S+1) assignment with its dustbin row and
+        column (None for dual-softmax): what the sparse optimal-transport loss supervises."""
         cfg = self.config
         c = feat0.shape[-1]
         feat0, feat1 = feat0 / c**0.5, feat1 / c**0.5
@@ -145,6 +151,7 @@ class CoarseMatching(nn.Module):
             m0 = mask0.bool() if mask0 is not None else sim.new_ones((n, l), dtype=torch.bool)
             m1 = mask1.bool() if mask1 is not None else sim.new_ones((n, s), dtype=torch.bool)
             invalid = ~(m0[:, :, None] & m1[:, None, :])
+        assign = None
         if cfg.match_type == "dual_softmax":
             sim = sim / cfg.dsmax_temperature
             if invalid is not None:
@@ -162,7 +169,7 @@ class CoarseMatching(nn.Module):
                 conf = conf.masked_fill(to_bin0[:, :, None] | to_bin1[:, None, :], 0.0)
         if invalid is not None:
             conf = conf.masked_fill(invalid, 0.0)
-        return conf
+        return conf, assign
 
     def forward(
         self,
@@ -177,6 +184,20 @@ class CoarseMatching(nn.Module):
         """Confidence (N, L, S) and its matches. ``hw0``/``hw1``: coarse map sizes; masks (N, H, W) of valid cells.
 
         The confidence is None when the blockwise path ran (see the class docstring)."""
+        conf, _, matches = self.forward_with_bin(feat0, feat1, hw0, hw1, mask0, mask1, thr)
+        return conf, matches
+
+    def forward_with_bin(
+        self,
+        feat0: torch.Tensor,
+        feat1: torch.Tensor,
+        hw0: tuple[int, int],
+        hw1: tuple[int, int],
+        mask0: torch.Tensor | None = None,
+        mask1: torch.Tensor | None = None,
+        thr: float | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, CoarseMatches]:
+        """:meth:`forward` plus, for optimal transport, the (N, L+1, S+1) assignment with dustbins (else None)."""
         flat0 = mask0.flatten(1) if mask0 is not None else None
         flat1 = mask1.flatten(1) if mask1 is not None else None
         n, l, s = feat0.shape[0], feat0.shape[1], feat1.shape[1]
@@ -184,8 +205,9 @@ class CoarseMatching(nn.Module):
         blockwise = inference and n * l * s > self.dense_limit
         if blockwise or (inference and self.fast):
             conf, maxima = self._inference_confidence(feat0, feat1, flat0, flat1, blockwise)
+            assign = None
         else:
-            conf = self.confidence(feat0, feat1, flat0, flat1)
+            conf, assign = self._confidence(feat0, feat1, flat0, flat1)
             maxima = None
         border = self.config.border_rm
         thr = self.config.thr if thr is None else thr
@@ -196,7 +218,7 @@ class CoarseMatching(nn.Module):
                 matches = select_matches(conf.detach(), thr, valid0, valid1)
             else:
                 matches = select_from_maxima(*maxima, thr, valid0, valid1)
-        return conf, matches
+        return conf, assign, matches
 
     def _inference_confidence(self, feat0: torch.Tensor, feat1: torch.Tensor, mask0: torch.Tensor | None,
                               mask1: torch.Tensor | None, blockwise: bool

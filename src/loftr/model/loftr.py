@@ -28,7 +28,9 @@ class LoFTROutput:
     ``matches`` are in the pixels of the network input; ``coarse`` indexes cells of the flattened coarse maps of
     sizes ``hw0_c`` / ``hw1_c``; ``conf_matrix`` (N, L, S), None where inference matched blockwise (large inputs, see
     :class:`~loftr.model.coarse.CoarseMatching`); ``expec_f`` (M', 3) fine expectation (x, y, std) for the
-    coarse selections (which during training include ground-truth pads); ``feat_c0/1`` transformed coarse tokens.
+    coarse selections (which during training include ground-truth pads); ``feat_c0/1`` transformed coarse tokens;
+    ``conf_matrix_with_bin`` (N, L+1, S+1) the optimal-transport assignment with its dustbin row and column, kept in
+    training mode only (for the sparse loss; None otherwise and for dual-softmax).
     """
 
     matches: Matches
@@ -39,6 +41,7 @@ class LoFTROutput:
     hw1_c: tuple[int, int]
     feat_c0: torch.Tensor
     feat_c1: torch.Tensor
+    conf_matrix_with_bin: torch.Tensor | None = None
 
 
 def _coarse_mask(mask: torch.Tensor | None, hw_c: tuple[int, int], stride: int) -> torch.Tensor | None:
@@ -92,6 +95,7 @@ class LoFTR(nn.Module):
         self.fast = False  # inference shortcuts: see loftr.model.optimize
         self.lazy_fine = False  # fast inference computes the fine map only around the coarse matches
         self.batch_pixels = BATCH_PIXELS
+        self.backbone_autocast: torch.dtype | None = None  # training: run the backbone (only) under this autocast
         self.eval()
         if weights is not None:
             from ..weights import load_weights  # the model package knows no files; weights.py does
@@ -110,11 +114,11 @@ class LoFTR(nn.Module):
         (more than ``batch_pixels`` pixels together), and with ``lazy_fine`` returns :class:`LazyFineMap` fine maps.
         """
         if not self.fast_inference():
-            if image0.shape == image1.shape:
-                n = image0.shape[0]
-                coarse, fine = self.backbone(torch.cat([image0, image1], 0))
-                return coarse[:n], fine[:n], coarse[n:], fine[n:]
-            return (*self.backbone(image0), *self.backbone(image1))
+            if self.backbone_autocast is not None:  # low-precision convolutions, float32 maps for everything after
+                with torch.autocast(image0.device.type, dtype=self.backbone_autocast):
+                    maps = self._extract_reference(image0, image1)
+                return tuple(t.float() for t in maps)
+            return self._extract_reference(image0, image1)
         weight = self.backbone.conv1.weight
         nhwc = weight.is_contiguous(memory_format=torch.channels_last)
         image0, image1 = (_as_layout(im.to(weight.dtype), nhwc) for im in (image0, image1))
@@ -125,6 +129,13 @@ class LoFTR(nn.Module):
         if isinstance(fine, LazyFineMap):
             return coarse[:n], fine.select(0, n), coarse[n:], fine.select(n, 2 * n)
         return coarse[:n], fine[:n], coarse[n:], fine[n:]
+
+    def _extract_reference(self, image0: torch.Tensor, image1: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if image0.shape == image1.shape:
+            n = image0.shape[0]
+            coarse, fine = self.backbone(torch.cat([image0, image1], 0))
+            return coarse[:n], fine[:n], coarse[n:], fine[n:]
+        return (*self.backbone(image0), *self.backbone(image1))
 
     def _backbone_fast(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | LazyFineMap]:
         if not self.lazy_fine:
@@ -156,7 +167,12 @@ class LoFTR(nn.Module):
         hw0_c, hw1_c = tuple(coarse0.shape[2:]), tuple(coarse1.shape[2:])
         mask_c0, mask_c1 = _coarse_mask(mask0, hw0_c, stride_c), _coarse_mask(mask1, hw1_c, stride_c)
         feat_c0, feat_c1 = self.transform_coarse(coarse0, coarse1, mask_c0, mask_c1)
-        conf, selected = self.coarse_matching(feat_c0, feat_c1, hw0_c, hw1_c, mask_c0, mask_c1, thr=thr)
+        if self.training and cfg.match_coarse.match_type == "sinkhorn":  # the sparse loss needs the dustbins
+            conf, conf_bin, selected = self.coarse_matching.forward_with_bin(feat_c0, feat_c1, hw0_c, hw1_c, mask_c0,
+                                                                             mask_c1, thr=thr)
+        else:
+            conf, selected = self.coarse_matching(feat_c0, feat_c1, hw0_c, hw1_c, mask_c0, mask_c1, thr=thr)
+            conf_bin = None
         if supervision is not None:
             conf_shape = torch.Size((feat_c0.shape[0], feat_c0.shape[1], feat_c1.shape[1]))
             selected = pad_with_ground_truth(selected, supervision, conf_shape, mask_c0, mask_c1,
@@ -178,7 +194,7 @@ class LoFTR(nn.Module):
         kpts1 = kpts1 + expec_f[:, :2].detach().to(coord) * (cfg.fine_window_size // 2) * stride_f
         real = selected.mconf != 0  # ground-truth pads carry confidence 0
         matches = Matches(kpts0[real], kpts1[real], selected.mconf[real], b[real])
-        return LoFTROutput(matches, selected, conf, expec_f, hw0_c, hw1_c, feat_c0, feat_c1)
+        return LoFTROutput(matches, selected, conf, expec_f, hw0_c, hw1_c, feat_c0, feat_c1, conf_bin)
 
     def match(self, image0: torch.Tensor, image1: torch.Tensor, mask0: torch.Tensor | None = None,
               mask1: torch.Tensor | None = None, thr: float | None = None) -> Matches:

@@ -1,4 +1,5 @@
-"""``python -m loftr.train IMAGES OUT_DIR [--steps N ...]``: the same as ``loftr train``."""
+"""``python -m loftr.train IMAGES OUT_DIR [--steps N ...]``: train on a photo folder; an existing ``OUT_DIR/last.pt`` is
+resumed. (``loftr train`` does the same with ``--data``/``--out``, a ``--config`` file, and an explicit ``--resume``.)"""
 
 from __future__ import annotations
 
@@ -6,18 +7,15 @@ import argparse
 import dataclasses
 import logging
 
+from .cli import add_config_flags
 from .trainer import TrainConfig, train
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="loftr train", description=__doc__)
-    parser.add_argument("images", help="folder of photos (searched recursively)")
+    parser = parser or argparse.ArgumentParser(prog="python -m loftr.train", description=__doc__)
+    parser.add_argument("images", help="folder of photos (searched recursively), or the ScanNet/MegaDepth data root")
     parser.add_argument("out_dir", help="checkpoints, log.jsonl; an existing last.pt is resumed")
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in ("images", "out_dir"):
-            continue
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
-    return parser
+    return add_config_flags(parser)
 
 
 def run(args: argparse.Namespace) -> int:

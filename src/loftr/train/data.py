@@ -59,7 +59,10 @@ class PairSample:
 
 
 class HomographyPairs(Dataset):
-    """``length`` random pairs per epoch from ``images``; item k is reproducible from (seed, epoch, k)."""
+    """``length`` random pairs per epoch from ``images``; item k is reproducible from (seed, epoch, k).
+
+    The pairs never run out: index ``e * length + k`` is item k of epoch ``epoch + e`` (what the step-based sampler
+    of the trainer asks for)."""
 
     def __init__(self, images: list[Path], size: int = 256, length: int = 1000, seed: int = 0) -> None:
         if not images:
@@ -70,6 +73,11 @@ class HomographyPairs(Dataset):
 
     def __len__(self) -> int:
         return self.length
+
+    @staticmethod
+    def collate(samples: list[PairSample]) -> PairSample:
+        """Batch of pairs (every training dataset names its collate function)."""
+        return collate(samples)
 
     def _grey(self, k: int) -> np.ndarray:
         if k not in self._cache:
@@ -84,7 +92,8 @@ class HomographyPairs(Dataset):
         return self._cache[k]
 
     def __getitem__(self, index: int) -> PairSample:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        epochs, index = divmod(int(index), self.length)
+        rng = np.random.default_rng([self.seed, self.epoch + epochs, index])
         s = self.size
         img = self._grey(int(rng.integers(len(self.images))))
         h, w = img.shape

@@ -1,4 +1,17 @@
-"""Ground truth for a batch of homographic pairs: coarse matches (conf_matrix_gt) and fine offsets."""
+"""Ground truth of LoFTR training, as the reference defines it, from a geometric mapping between the two images.
+
+Coarse: the centre of every 1/8 cell of image0 is mapped into image1 and the centre of every cell of image1 back into
+image0; cell i matches cell j when i lands in j and j lands back in i (mutual nearest cells, so the match matrix is
+one-to-one), both mappings being valid. Fine: for each coarse selection (i, j), where i's centre lands relative to
+j's centre, in units of the fine window's radius (|offset| <= 1 inside the w×w window).
+
+The mapping is either a homography (:func:`coarse_supervision`) or depth + intrinsics + relative pose
+(:func:`depth_coarse_supervision`, ScanNet/MegaDepth): unproject with the depth of the nearest pixel, move by
+T_0to1, project; valid where the depth is known, the projection falls inside the other depth map and (the
+depth-consistency check) the other view's depth there agrees with the computed depth within 20 % (so occluded
+points are not matched). The reference computes that check but discards it in its coarse supervision; here it is
+applied unless ``depth_check=False``, which keeps only the known-depth and inside-the-image conditions.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +19,23 @@ from dataclasses import dataclass
 
 import torch
 
+FAR = 1e6  # where a cell's mapping is unknown: its fine target lies far outside any window (ignored by the loss)
+
 
 @dataclass(frozen=True)
 class CoarseSupervision:
-    """Ground-truth coarse matches: pair b, cell i of image0, cell j of image1 (each (K,))."""
+    """Ground-truth coarse matches: pair b, cell i of image0, cell j of image1 (each (K,)), the dense match matrix,
+    and what the fine targets need: ``w_pt0_i`` (N, L, 2) where each cell centre of image0 lands in image1 and
+    ``pt1_i`` (N, S, 2) the cell centres of image1, both in image1's ground-truth pixels (network pixels times
+    ``scale1`` (N, 2), None meaning 1); ``w_pt0_i`` is :data:`FAR` where the mapping is unknown."""
 
     b_ids: torch.Tensor
     i_ids: torch.Tensor
     j_ids: torch.Tensor
     conf_gt: torch.Tensor  # (N, L, S) float {0, 1}
+    w_pt0_i: torch.Tensor | None = None
+    pt1_i: torch.Tensor | None = None
+    scale1: torch.Tensor | None = None
 
 
 def grid_points(hw: tuple[int, int], stride: int, n: int, device: torch.device) -> torch.Tensor:
@@ -64,7 +85,7 @@ def coarse_supervision(H_0to1: torch.Tensor, hw0: tuple[int, int], hw1: tuple[in
     j_ids = j_idx[b_ids, i_ids]
     conf_gt = torch.zeros((n, pts0.shape[1], pts1.shape[1]), device=device)
     conf_gt[b_ids, i_ids, j_ids] = 1.0
-    return CoarseSupervision(b_ids, i_ids, j_ids, conf_gt)
+    return CoarseSupervision(b_ids, i_ids, j_ids, conf_gt, w0, pts1)
 
 
 def fine_supervision(H_0to1: torch.Tensor, b_ids: torch.Tensor, i_ids: torch.Tensor, j_ids: torch.Tensor,
@@ -77,3 +98,113 @@ def fine_supervision(H_0to1: torch.Tensor, b_ids: torch.Tensor, i_ids: torch.Ten
     x1 = torch.stack([j_ids % hw1[1], j_ids // hw1[1]], -1).to(torch.float64) * stride_c
     w0 = warp(x0[:, None], H_0to1[b_ids].to(torch.float64))[:, 0]
     return ((w0 - x1) / stride_f / radius).float()
+
+
+def fine_targets(sup: CoarseSupervision, b_ids: torch.Tensor, i_ids: torch.Tensor, j_ids: torch.Tensor,
+                 stride_f: int, window: int) -> torch.Tensor:
+    """(M, 2) target of the fine expectation for any supervision (homography or depth): where image0's cell i lands
+    relative to image1's cell j, in fine pixels of the network input over the window radius (the reference's
+    ``expec_f_gt``). Selections whose mapping is unknown get targets far outside the window."""
+    if sup.w_pt0_i is None or sup.pt1_i is None:
+        raise ValueError("this supervision carries no warped cell positions")
+    radius = window // 2
+    offset = sup.w_pt0_i[b_ids, i_ids] - sup.pt1_i[b_ids, j_ids]
+    scale = float(stride_f) if sup.scale1 is None else stride_f * sup.scale1[b_ids].to(offset)
+    return (offset / scale / radius).float()
+
+
+def _gather_map(values: torch.Tensor, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """values (N, H, W) at integer pixels (N, K, 2) (x, y) → (N, K) and whether each pixel is inside (else 0)."""
+    n, h, w = values.shape
+    x, y = pixels[..., 0], pixels[..., 1]
+    inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    flat = y.clamp(0, h - 1) * w + x.clamp(0, w - 1)
+    out = torch.gather(values.reshape(n, h * w), 1, flat)
+    return torch.where(inside, out, torch.zeros_like(out)), inside
+
+
+def warp_depth(points: torch.Tensor, depth0: torch.Tensor, depth1: torch.Tensor, T_0to1: torch.Tensor,
+               K0: torch.Tensor, K1: torch.Tensor, depth_tol: float | None = 0.2
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Map pixels of view 0 into view 1 through depth and pose: (valid (N, K) bool, warped (N, K, 2) float64).
+
+    points (N, K, 2) pixel positions (x, y) in the pixels of ``depth0`` (N, H0, W0) and ``K0``; depths in metres,
+    0 = unknown; T_0to1 (N, 4, 4) maps camera-0 coordinates to camera-1 coordinates. A point is valid when its depth
+    (nearest pixel) is known, it lands in front of camera 1 strictly inside ``depth1``, and — unless ``depth_tol``
+    is None — depth1 there (nearest pixel) is known and within ``depth_tol`` (relative) of the computed depth.
+    """
+    pts = points.to(torch.float64)
+    z0, _ = _gather_map(depth0.to(torch.float64), pts.round().long())
+    homog = torch.cat([pts, torch.ones_like(pts[..., :1])], -1) * z0[..., None]
+    cam0 = homog @ torch.linalg.inv(K0.to(torch.float64)).transpose(1, 2)
+    T = T_0to1.to(torch.float64)
+    cam1 = cam0 @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]
+    z1 = cam1[..., 2]
+    front = z1 > 1e-6
+    proj = cam1 @ K1.to(torch.float64).transpose(1, 2)
+    warped = proj[..., :2] / torch.where(front, z1, torch.ones_like(z1))[..., None]
+    h1, w1 = depth1.shape[-2:]
+    x, y = warped[..., 0], warped[..., 1]
+    covisible = front & (x > 0) & (x < w1 - 1) & (y > 0) & (y < h1 - 1)
+    valid = (z0 > 0) & covisible
+    if depth_tol is not None:
+        d1, _ = _gather_map(depth1.to(torch.float64), torch.where(covisible[..., None], warped, 0.0).round().long())
+        valid &= (d1 > 0) & ((d1 - z1).abs() < depth_tol * d1)
+    return valid, warped
+
+
+def coarse_cells(mask: torch.Tensor, hw: tuple[int, int], stride: int) -> torch.Tensor:
+    """(N, H, W) image-resolution or (N, Hc, Wc) mask → (N, Hc*Wc) bool (a cell takes its top-left pixel)."""
+    if tuple(mask.shape[-2:]) != tuple(hw):
+        mask = mask[..., ::stride, ::stride][..., :hw[0], :hw[1]]
+    return mask.reshape(mask.shape[0], -1).bool()
+
+
+def depth_coarse_supervision(depth0: torch.Tensor, depth1: torch.Tensor, K0: torch.Tensor, K1: torch.Tensor,
+                             T_0to1: torch.Tensor, hw0: tuple[int, int], hw1: tuple[int, int], stride: int,
+                             scale0: torch.Tensor | None = None, scale1: torch.Tensor | None = None,
+                             mask0: torch.Tensor | None = None, mask1: torch.Tensor | None = None,
+                             depth_check: bool = True, depth_tol: float = 0.2) -> CoarseSupervision:
+    """Coarse ground truth of pairs with depth (ScanNet/MegaDepth), the reference's ``spvs_coarse``.
+
+    depth0/1 (N, h, w) metres (0 unknown) in the pixels of K0/K1 (N, 3, 3); T_0to1 (N, 4, 4); hw0/hw1 the coarse
+    map sizes of the network input; ``scale0``/``scale1`` (N, 2) depth pixels per network pixel along (x, y) (None:
+    the network input has the depth maps' pixels), so cell (col, row) sits at stride * (col, row) * scale in the
+    depth map; ``mask0``/``mask1`` (N, H, W) valid (unpadded) pixels of the network inputs. Cells i and j match when
+    each one's mapping is valid and lands in the other (mutual nearest cells); see :func:`warp_depth`.
+    """
+    n = depth0.shape[0]
+    device = depth0.device
+    T = T_0to1.to(torch.float64)
+    s0 = scale0.to(device, torch.float64)[:, None] if scale0 is not None else None
+    s1 = scale1.to(device, torch.float64)[:, None] if scale1 is not None else None
+    pts0 = grid_points(hw0, stride, n, device)
+    pts1 = grid_points(hw1, stride, n, device)
+    pts0_i = pts0 * s0 if s0 is not None else pts0
+    pts1_i = pts1 * s1 if s1 is not None else pts1
+    tol = depth_tol if depth_check else None
+    ok0, w0 = warp_depth(pts0_i, depth0, depth1, T, K0, K1, tol)
+    ok1, w1 = warp_depth(pts1_i, depth1, depth0, torch.linalg.inv(T), K1, K0, tol)
+    w0_c = (w0 / s1 if s1 is not None else w0) / stride
+    w1_c = (w1 / s0 if s0 is not None else w1) / stride
+    j = w0_c.round().long()
+    i_back = w1_c.round().long()
+    in1 = (j[..., 0] >= 0) & (j[..., 0] < hw1[1]) & (j[..., 1] >= 0) & (j[..., 1] < hw1[0])
+    in0 = (i_back[..., 0] >= 0) & (i_back[..., 0] < hw0[1]) & (i_back[..., 1] >= 0) & (i_back[..., 1] < hw0[0])
+    ok0 &= in1
+    ok1 &= in0
+    if mask0 is not None:
+        ok0 &= coarse_cells(mask0, hw0, stride)
+    if mask1 is not None:
+        ok1 &= coarse_cells(mask1, hw1, stride)
+    j_idx = j[..., 1].clamp(0, hw1[0] - 1) * hw1[1] + j[..., 0].clamp(0, hw1[1] - 1)
+    i_back_idx = i_back[..., 1].clamp(0, hw0[0] - 1) * hw0[1] + i_back[..., 0].clamp(0, hw0[1] - 1)
+    loop = torch.gather(i_back_idx, 1, j_idx) == torch.arange(pts0.shape[1], device=device)[None]
+    ok = ok0 & torch.gather(ok1, 1, j_idx) & loop
+    b_ids, i_ids = torch.where(ok)
+    j_ids = j_idx[b_ids, i_ids]
+    conf_gt = torch.zeros((n, pts0.shape[1], pts1.shape[1]), device=device)
+    conf_gt[b_ids, i_ids, j_ids] = 1.0
+    w_pt0_i = torch.where(ok0[..., None], w0, torch.full_like(w0, FAR))
+    return CoarseSupervision(b_ids, i_ids, j_ids, conf_gt, w_pt0_i, pts1_i,
+                             scale1.to(device, torch.float64) if scale1 is not None else None)

@@ -1,0 +1,158 @@
+"""Export a training run (or one of its checkpoints) to an fp16 safetensors file, with a Markdown model card."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import LoFTRError
+from .runlog import format_duration, read_log, training_seconds
+
+
+@dataclass(frozen=True)
+class Exported:
+    weights: Path
+    card: Path | None
+    preset: str
+    step: int
+
+
+def resolve_checkpoint(source: str | Path) -> Path:
+    """A run folder → its ``last.pt``; a file → itself."""
+    source = Path(source)
+    if source.is_dir():
+        last = source / "last.pt"
+        if not last.is_file():
+            raise LoFTRError(f"{source} holds no last.pt: not a training run folder")
+        return last
+    if not source.is_file():
+        raise LoFTRError(f"{source} does not exist")
+    return source
+
+
+def _run_config(state: dict, ckpt: Path) -> dict[str, Any]:
+    if isinstance(state.get("config"), dict):
+        return state["config"]
+    path = ckpt.parent / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def export_run(source: str | Path, out: str | Path, *, card: str | Path | None = None,
+               accuracy: str | Path | None = None, preset: str | None = None) -> Exported:
+    """Write the weights of a run folder or checkpoint as fp16 safetensors (preset and training step in the metadata)
+    and, when ``card`` is given, a model card: data, steps, training time (from log.jsonl), the last validation
+    metrics, and the free-form measured accuracy of the ``accuracy`` JSON file."""
+    from ..model import LoFTR
+    from ..weights import load_weights, save_safetensors, sha256_of
+    from .trainer import architecture_overrides
+
+    ckpt = resolve_checkpoint(source)
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a refusal
+        raise LoFTRError(f"cannot read checkpoint {ckpt}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise LoFTRError(f"{ckpt} is not a training checkpoint (no 'model' state)")
+    cfg = _run_config(state, ckpt)
+    preset = preset or state.get("preset") or cfg.get("preset")
+    if not preset:
+        raise LoFTRError(f"{ckpt} does not say its preset: pass --preset")
+    from ..config import PRESETS
+
+    if preset not in PRESETS:
+        raise LoFTRError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
+    changed = architecture_overrides(cfg.get("model_overrides") or {})
+    if changed:
+        raise LoFTRError(f"the run overrides {', '.join(changed)} of preset {preset!r}: a safetensors file records "
+                         "only the preset, so these weights cannot be exported as one")
+    measured = None
+    if accuracy:
+        try:
+            measured = json.loads(Path(accuracy).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise LoFTRError(f"cannot read the accuracy file {accuracy}: {exc}") from None
+    model = load_weights(LoFTR(preset), ckpt)  # strict: a checkpoint of another preset is refused
+    step = int(state.get("step", 0))
+    extra = {"step": str(step), "source": ckpt.name}
+    if cfg.get("dataset") or cfg.get("images"):
+        extra["trained_on"] = f"{cfg.get('dataset', 'photos')}: {Path(str(cfg.get('images', ''))).name}"
+    weights = save_safetensors(model, out, preset=preset, extra=extra)
+    card_path = None
+    if card:
+        text = model_card(weights, preset=preset, step=step, cfg=cfg, run_dir=ckpt.parent,
+                          val=state.get("val") if isinstance(state.get("val"), dict) else None,
+                          measured=measured, sha256=sha256_of(weights),
+                          parameters=sum(p.numel() for p in model.parameters()))
+        card_path = Path(card)
+        card_path.parent.mkdir(parents=True, exist_ok=True)
+        card_path.write_text(text)
+    return Exported(weights, card_path, preset, step)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(obj, dict):
+        rows = []
+        for k, v in obj.items():
+            rows += _flatten(v, f"{prefix}{k}" if not prefix else f"{prefix} / {k}")
+        return rows
+    return [(prefix or "value", obj)]
+
+
+def model_card(weights: Path, *, preset: str, step: int, cfg: dict[str, Any], run_dir: Path,
+               val: dict[str, Any] | None, measured: Any, sha256: str, parameters: int) -> str:
+    """The Markdown model card of an exported run."""
+    records, vals = ([], [])
+    if (run_dir / "log.jsonl").is_file():
+        records, vals = read_log(run_dir / "log.jsonl")
+    if val is None:
+        earlier = [v for v in vals if v["step"] <= step]
+        val = earlier[-1] if earlier else None
+    seconds = training_seconds(records, step) if records else None
+    lines = [f"# {weights.stem}", "",
+             f"LoFTR weights, preset `{preset}` ({parameters / 1e6:.2f} M parameters), fp16 safetensors "
+             f"(`{weights.name}`, {weights.stat().st_size / 1e6:.1f} MB, sha256 `{sha256}`).", "",
+             f"Load: `loftr.LoFTR(\"{preset}\", weights=\"{weights.name}\")` or "
+             f"`loftr match A B --weights {weights.name}`.", "", "## Training", ""]
+    dataset = cfg.get("dataset", "photos")
+    data = {"photos": "homographic pairs of the photos in", "scannet": "ScanNet pairs under",
+            "megadepth": "MegaDepth pairs under"}.get(dataset, dataset)
+    if cfg:
+        lines.append(f"- data: {data} `{cfg.get('images', '?')}`"
+                     + (f", index `{cfg['index']}`" if cfg.get("index") else "")
+                     + (f", size {cfg['size']}" if "size" in cfg else ""))
+        lines.append(f"- steps: {step} of {cfg.get('steps', '?')}, batch {cfg.get('batch_size', '?')} pairs per "
+                     f"process")
+        lines.append(f"- optimiser: AdamW lr {cfg.get('lr', '?')}, weight decay {cfg.get('weight_decay', '?')}, "
+                     f"{cfg.get('warmup', '?')} warm-up steps then cosine, gradient clipping {cfg.get('grad_clip', '?')}"
+                     f"; {'sparse' if cfg.get('sparse') else 'dense'} coarse supervision"
+                     + ("; bf16 backbone" if cfg.get("bf16") else "") + ("; fp16 backbone" if cfg.get("fp16") else ""))
+    else:
+        lines.append(f"- steps: {step}")
+    lines.append(f"- training time: {format_duration(seconds)} (from log.jsonl)" if seconds is not None
+                 else "- training time: unknown (no log.jsonl)")
+    lines += ["", "## Validation", ""]
+    if val:
+        lines += [f"Last validation (step {val.get('step', step)}):", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in val.items() if k != "step"]
+    else:
+        lines.append("No validation was logged up to this step.")
+    if measured is not None:
+        lines += ["", "## Measured accuracy", ""]
+        if isinstance(measured, dict):
+            lines += ["| measurement | value |", "|---|---|"]
+            lines += [f"| {k} | {_fmt(v)} |" for k, v in _flatten(measured)]
+        else:
+            lines += ["```json", json.dumps(measured, indent=2), "```"]
+    return "\n".join(lines) + "\n"
