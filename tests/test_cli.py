@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from loftr import LoFTR
+from loftr import ImageError, LoFTR
 from loftr.cli import main
 from loftr.weights import save_safetensors
 
@@ -48,13 +48,13 @@ def test_bad_input_is_one_clear_line(make, expected: str, weights_file: Path, tm
     bad = make(tmp_path)
     rc = main(["match", str(bad), str(photo(TUM1)), "--weights", str(weights_file)])
     err = capsys.readouterr().err
-    assert rc == 2 and expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert rc == 1 and expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_wrong_checkpoint_is_one_clear_line(weights_file: Path, capsys) -> None:
     rc = main(["match", str(photo(TUM0)), str(photo(TUM1)), "--weights", str(weights_file), "--preset", "outdoor_ds"])
     err = capsys.readouterr().err
-    assert rc == 2 and "tiny_ds" in err and "outdoor_ds" in err and len(err.strip().splitlines()) == 1
+    assert rc == 1 and "tiny_ds" in err and "outdoor_ds" in err and len(err.strip().splitlines()) == 1
 
 
 def test_weights_list_and_info(weights_file: Path, capsys) -> None:
@@ -72,3 +72,84 @@ def _tiny_png(d: Path) -> Path:
 
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(d / "tiny.png")
     return d / "tiny.png"
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["match", "only_one.png"], "loftr match: error: the following arguments are required: image1"),
+    (["no-such-command"], "loftr: error: argument command: invalid choice"),
+    (["match", "a.png", "b.png", "--max-size", "big"], "argument --max-size: invalid int value: 'big'"),
+    (["match", "a.png", "b.png", "--max-size", "4"], "loftr: error: image file a.png does not exist"),  # files first
+    (["match", "{img}", "{img}", "--max-size", "4"], "loftr: error: max_size must be at least 8 px"),
+    (["match", "{img}", "{img}", "--threshold", "nan"], "loftr: error: threshold must lie in [0, 1], got nan"),
+    (["match", "{img}", "{img}", "--out", "fig.gif"], "loftr: error: --out must end in .pdf, .png or .svg"),
+])
+def test_usage_errors_exit_1_with_one_line(argv: list[str], expected: str, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "img.png")
+    rc = main([a.format(img=tmp_path / "img.png") for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 1 and expected in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_help_exits_0(capsys) -> None:
+    assert main(["match", "-h"]) == 0
+    assert "--max-pixels" in capsys.readouterr().out
+
+
+def _raising(exc: BaseException):
+    def cmd(args):
+        raise exc
+
+    return cmd
+
+
+@pytest.mark.parametrize("exc,rc,expected", [
+    (ZeroDivisionError("boom"), 2, "loftr: internal error: ZeroDivisionError: boom -- this is a bug in loftr, please "
+                                   "report it"),
+    (KeyError("state"), 2, "loftr: internal error: KeyError: 'state'"),
+    (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 96000000000 bytes"), 1,
+     "loftr: error: out of memory"),
+    (MemoryError(), 1, "loftr: error: out of memory: use a smaller --max-size or --max-pixels"),
+    (PermissionError(13, "Permission denied", "out.png"), 1, "loftr: error: [Errno 13] Permission denied: 'out.png'"),
+    (ImageError("Caught ImageError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+                "  File \"x.py\", line 1, in f\nloftr.errors.ImageError: photos/a.png is truncated or corrupt: eof"),
+     1, "loftr: error: photos/a.png is truncated or corrupt: eof"),
+    (KeyboardInterrupt(), 130, "loftr: interrupted"),
+])
+def test_exit_codes_and_one_line_messages(exc: BaseException, rc: int, expected: str, monkeypatch, capsys) -> None:
+    import loftr.cli
+
+    monkeypatch.delenv("LOFTR_DEBUG", raising=False)
+    monkeypatch.setattr(loftr.cli, "cmd_weights", _raising(exc))
+    assert main(["weights", "list"]) == rc
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [err.strip()] and expected in err and "Traceback" not in err
+
+
+def test_debug_prints_the_traceback(monkeypatch, capsys) -> None:
+    import loftr.cli
+
+    monkeypatch.setattr(loftr.cli, "cmd_weights", _raising(ZeroDivisionError("boom")))
+    monkeypatch.delenv("LOFTR_DEBUG", raising=False)
+    assert main(["--debug", "weights", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.strip().endswith("with the traceback above")
+    monkeypatch.setenv("LOFTR_DEBUG", "1")
+    assert main(["weights", "list"]) == 2
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+    monkeypatch.setattr(loftr.cli, "cmd_weights", _raising(ImageError("x.png is empty (0 bytes)")))
+    assert main(["weights", "list"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().endswith("loftr: error: x.png is empty (0 bytes)")
+
+
+def test_the_installed_command_exits_1_on_a_user_error(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "LOFTR_DEBUG"}
+    run = subprocess.run([sys.executable, "-m", "loftr.cli", "match", str(tmp_path / "a.png"), str(tmp_path / "b.png")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 1 and run.stderr == f"loftr: error: image file {tmp_path / 'a.png'} does not exist\n"

@@ -168,8 +168,8 @@ def test_cli_attention_query_outside_is_one_clear_line(weights_file: Path, tmp_p
     rc = main(["attention", str(img0), str(img1), "--query", "5000", "10", "--weights", str(weights_file),
                "--max-size", "160", "--out", str(tmp_path / "a.png")])
     err = capsys.readouterr().err
-    assert rc == 2 and "outside image0" in err and len(err.strip().splitlines()) == 1
+    assert rc == 1 and "outside image0" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "a.png").exists()
     rc = main(["pca", str(img0), str(img1), "--weights", str(weights_file), "--out", str(tmp_path / "p.jpg")])
     err = capsys.readouterr().err
-    assert rc == 2 and "--out must end in" in err
+    assert rc == 1 and "--out must end in" in err

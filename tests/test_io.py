@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,31 @@ def test_bad_inputs_have_clear_errors(tmp_path: Path) -> None:
         prepare(np.zeros((5, 100), np.uint8))
     with pytest.raises(ImageError, match="shape"):
         to_grey(np.zeros((4, 4, 2)))
+
+
+def test_grey_is_computed_as_before_and_never_writes_to_its_input() -> None:
+    """Channel by channel (a 100-MP photo needs no float copy of all three): bitwise the reference formula."""
+    rgb = np.random.default_rng(1).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    t = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
+    expected = (0.299 * t[0] + 0.587 * t[1] + 0.114 * t[2]).clamp(0, 1)
+    assert torch.equal(to_grey(rgb), expected)
+    floats = t.clone()
+    assert torch.equal(to_grey(floats), expected) and torch.equal(floats, t)
+    frozen = rgb.copy()
+    frozen.setflags(write=False)  # as Pillow hands out: used without a copy and without a warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(to_grey(frozen), expected)
+
+
+def test_read_image_names_the_file_in_every_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageError, match=r"empty\.png is empty \(0 bytes\)"):
+        read_image(tmp_path / "empty.png")
+    with pytest.raises(ImageError, match=r"is not a file"):
+        read_image(tmp_path)
+    with pytest.raises(ImageError, match=re.escape(str(tmp_path / "t.png")) + ": the image is too small: 4x4 px"):
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "t.png")
+        prepare(tmp_path / "t.png")

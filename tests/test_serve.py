@@ -162,13 +162,13 @@ def test_unknown_results_and_too_large_uploads(app, small_photos: Path, monkeypa
 
 
 def test_cli_errors_are_one_line(weights_file: Path, tmp_path: Path, capsys) -> None:
-    assert main(["serve", "--weights", str(weights_file), "--images", str(tmp_path / "none")]) == 2
+    assert main(["serve", "--weights", str(weights_file), "--images", str(tmp_path / "none")]) == 1
     assert "is not a folder" in capsys.readouterr().err
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        assert main(["serve", "--weights", str(weights_file), "--port", str(port)]) == 2
+        assert main(["serve", "--weights", str(weights_file), "--port", str(port)]) == 1
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err and len(err.strip().splitlines()) == 1
 

@@ -150,3 +150,154 @@ def test_bundled_weights_code_path(monkeypatch, tiny: LoFTR, tmp_path: Path) -> 
     monkeypatch.setattr(W, "bundled_path", lambda filename: tmp_path / filename)
     assert W.download("default") == tmp_path / "tiny_ds.safetensors"
     assert _same(tiny, LoFTR("tiny_ds", weights="default"), atol=2e-3)
+
+
+def _checkpoints(tiny: LoFTR, d: Path) -> dict[str, Path]:
+    """The same weights as a zip .pth, a legacy (pre-1.6) .pth and a .safetensors."""
+    torch.save(tiny.state_dict(), d / "zip.pth")
+    torch.save(tiny.state_dict(), d / "legacy.pth", _use_new_zipfile_serialization=False)
+    W.save_safetensors(tiny, d / "st.safetensors", preset="tiny_ds")
+    return {"zip": d / "zip.pth", "legacy": d / "legacy.pth", "safetensors": d / "st.safetensors"}
+
+
+@pytest.mark.parametrize("kind", ["zip", "legacy", "safetensors"])
+def test_truncated_and_empty_checkpoints_name_the_file(kind: str, tiny: LoFTR, tmp_path: Path) -> None:
+    good = _checkpoints(tiny, tmp_path)[kind]
+    data = good.read_bytes()
+    for name, content, expected in [("cut", data[: len(data) // 2], "truncated"), ("empty", b"", "is empty (0 bytes)"),
+                                    ("tail", data[:-7], "truncated")]:
+        bad = good.with_name(name + good.suffix)
+        bad.write_bytes(content)
+        with pytest.raises(WeightsError) as err:
+            LoFTR("tiny_ds", weights=bad)
+        assert str(bad) in str(err.value) and expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_text_file_as_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "notes.ckpt").write_text("these are not weights\n")
+    with pytest.raises(WeightsError, match=r"cannot read .*notes.ckpt: truncated or not a PyTorch checkpoint"):
+        LoFTR("tiny_ds", weights=tmp_path / "notes.ckpt")
+
+
+def test_hostile_pickle_message_names_the_file_and_the_global(tmp_path: Path) -> None:
+    marker = tmp_path / "marker.txt"
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "evil": _Exploit(marker)}, tmp_path / "evil.ckpt")
+    with pytest.raises(WeightsError) as err:
+        W.read_state_dict(tmp_path / "evil.ckpt")
+    msg = str(err.value)
+    assert str(tmp_path / "evil.ckpt") in msg and "Python objects other than tensors" in msg and "GLOBAL" in msg
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("kind", ["zip", "safetensors"])
+def test_nan_or_inf_weights_are_refused_naming_the_file(kind: str, value: float, tiny: LoFTR, tmp_path: Path) -> None:
+    broken = LoFTR("tiny_ds")
+    broken.load_state_dict(tiny.state_dict())
+    with torch.no_grad():
+        broken.loftr_coarse.layers[1].merge.weight[3, 5] = value
+    path = _checkpoints(broken, tmp_path)[kind]
+    with pytest.raises(WeightsError) as err:
+        LoFTR("tiny_ds", weights=path)
+    msg = str(err.value)
+    assert str(path) in msg and "NaN or infinite" in msg and "loftr_coarse.layers.1.merge.weight" in msg
+    assert W.describe(path)["non_finite_tensors"] == ["loftr_coarse.layers.1.merge.weight"]
+    assert W.describe(_checkpoints(tiny, tmp_path)[kind])["non_finite_tensors"] == []
+
+
+class _Serve(http.server.BaseHTTPRequestHandler):
+    """Serves ``body``, announcing ``length`` bytes (more than it sends when a download is to be cut short)."""
+
+    body = b""
+    length: int | None = None
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server name
+        self.send_response(200)
+        self.send_header("Content-Length", str(self.length if self.length is not None else len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def serve(monkeypatch, tmp_path: Path):
+    """serve(body, length=None, sha256=None) → registry name of a checkpoint downloaded from a local server."""
+    servers = []
+
+    def start(body: bytes, length: int | None = None, sha256: str | None = None) -> str:
+        handler = type("Handler", (_Serve,), {"body": body, "length": length})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        url = f"http://127.0.0.1:{server.server_address[1]}/w.safetensors"
+        monkeypatch.setitem(W.REGISTRY, "served", W.Checkpoint("served", "tiny_ds", "w.safetensors", (url,), sha256))
+        return "served"
+
+    monkeypatch.setenv("LOFTR_CACHE", str(tmp_path / "cache"))
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def test_cut_short_download_leaves_nothing_in_the_cache(serve, tiny: LoFTR, tmp_path: Path) -> None:
+    body = W.save_safetensors(tiny, tmp_path / "w.safetensors", preset="tiny_ds").read_bytes()
+    name = serve(body[:5000], length=len(body))
+    with pytest.raises(WeightsError, match=f"incomplete download: 5000 of {len(body)} bytes"):
+        W.download(name, progress=False)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_download_that_is_no_checkpoint_is_not_kept(serve, tmp_path: Path) -> None:
+    name = serve(b"<html>Sign in to the hotel wifi</html>")  # complete, no sha256 known
+    with pytest.raises(WeightsError, match="not a valid safetensors file"):
+        W.download(name, progress=False)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_interrupted_download_leaves_nothing_in_the_cache(serve, tiny: LoFTR, tmp_path: Path, monkeypatch) -> None:
+    import tqdm
+
+    body = W.save_safetensors(tiny, tmp_path / "w.safetensors", preset="tiny_ds").read_bytes()
+    name = serve(body)
+
+    class Interrupted(tqdm.tqdm):
+        def update(self, n=1):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tqdm, "tqdm", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        W.download(name, progress=False)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_downloads_are_verified_later_against_their_recorded_sha256(serve, tiny: LoFTR, tmp_path: Path) -> None:
+    body = W.save_safetensors(tiny, tmp_path / "w.safetensors", preset="tiny_ds").read_bytes()
+    name = serve(body)
+    path = W.download(name, progress=False)
+    record = path.with_name(path.name + ".sha256")
+    assert record.read_text().strip() == hashlib.sha256(body).hexdigest()
+    assert W.download(name, progress=False) == path  # cached and unchanged
+    path.write_bytes(body[:-1] + bytes([body[-1] ^ 1]))  # bit rot, or someone else's file
+    with pytest.raises(WeightsError, match="does not match the one recorded at download"):
+        W.download(name, progress=False)
+    assert not path.exists() and not record.exists()
+    assert W.download(name, progress=False) == path and W.sha256_of(path) == hashlib.sha256(body).hexdigest()
+
+
+def test_stale_partial_downloads_are_removed(serve, tiny: LoFTR, tmp_path: Path) -> None:
+    import os
+    import time
+
+    body = W.save_safetensors(tiny, tmp_path / "w.safetensors", preset="tiny_ds").read_bytes()
+    name = serve(body)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    old, live = cache / "w.safetensorsabc123.part", cache / "w.safetensorsdef456.part"
+    old.write_bytes(b"killed halfway")
+    live.write_bytes(b"another process is writing this")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    W.download(name, progress=False)
+    assert not old.exists() and live.exists()

@@ -1,15 +1,25 @@
-"""The ``loftr`` command: match, weights, train (and more, one sub-command each)."""
+"""The ``loftr`` command: match, weights, train (and more, one sub-command each).
+
+Exit codes: 0 success; 1 a user error (bad argument, unusable image or checkpoint, missing file, not enough memory):
+one line ``loftr: error: ...`` on stderr; 2 an internal error (a bug): one line asking to report it, with the
+traceback only under ``--debug`` or ``LOFTR_DEBUG=1``; 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
+import re
 import sys
+import traceback
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from .errors import LoFTRError
+
+EXIT_OK, EXIT_USER, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Modules that add sub-commands: each defines ``register(subparsers)``, which adds its parsers with
 # ``set_defaults(func=...)``; a func takes the parsed args and returns an exit code.
@@ -30,13 +40,24 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
 
 
+def _add_max_pixels(p: argparse.ArgumentParser) -> None:
+    from .io import MAX_PIXELS
+
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                   help=f"limit on the pixels of each network input: larger ones are downscaled with a warning "
+                   f"(default {MAX_PIXELS}; 0 = no limit, at the risk of running out of memory)")
+
+
 def _matcher(args: argparse.Namespace, max_matches: int | None = None):
+    from .io import MAX_PIXELS
     from .matcher import Matcher
 
+    max_pixels = getattr(args, "max_pixels", MAX_PIXELS)
     return Matcher(args.model, weights=args.weights, preset=args.preset,
                    resize=tuple(args.resize) if args.resize else None,
                    max_size=None if args.resize or not args.max_size else args.max_size,
-                   threshold=args.threshold, max_matches=max_matches, device=args.device, dtype=args.dtype)
+                   threshold=args.threshold, max_matches=max_matches, device=args.device, dtype=args.dtype,
+                   max_pixels=max_pixels or None)
 
 
 def save_matches(matches, path: str | Path) -> Path:
@@ -69,9 +90,9 @@ def _run_match(args: argparse.Namespace):
         raise LoFTRError(f"--out must end in .pdf, .png or .svg, got {Path(args.out).name}")
     if args.save_matches and Path(args.save_matches).suffix not in (".npz", ".json"):
         raise LoFTRError(f"--save-matches must end in .npz or .json, got {Path(args.save_matches).name}")
-    images = [read_image(p) for p in (args.image0, args.image1)]
+    images = [read_image(p) for p in (args.image0, args.image1)]  # a bad file is reported before loading the model
     matcher = _matcher(args, args.max_matches)
-    matches = matcher(images[0], images[1])
+    matches = matcher(images[0], images[1], names=(args.image0, args.image1))
     print(f"Matches: {len(matches)}")
     if args.save_matches:
         print(f"matches written to {save_matches(matches, args.save_matches)}")
@@ -127,9 +148,19 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the exit codes above: a usage error is one line on stderr and exit code 1."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="loftr", description="LoFTR detector-free image matching")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and show tracebacks")
+    parser = _Parser(prog="loftr", description="LoFTR detector-free image matching",
+                     epilog="exit codes: 0 success, 1 user error (one line on stderr), 2 internal error (please "
+                     "report it; --debug or LOFTR_DEBUG=1 prints the traceback), 130 interrupted")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of any error (as LOFTR_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("match", help="match two images; print the count, write the figure and/or the matches")
@@ -139,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-matches", type=int, help="keep the K most confident matches")
     p.add_argument("--out", help="figure file (.pdf, .png or .svg)")
     p.add_argument("--save-matches", help="matches file (.npz or .json)")
+    _add_max_pixels(p)
     p.set_defaults(func=cmd_match)
 
     p = sub.add_parser("demo", help="offline demo: match the Motorcycle stereo pair scikit-image ships, score it "
@@ -146,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--out", default="motorcycle_matches.pdf", help="figure file (.pdf, .png or .svg)")
     p.add_argument("--save-matches", help="matches file (.npz or .json)")
+    _add_max_pixels(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("weights", help="known checkpoints: list, download NAME, info PATH, export CKPT OUT")
@@ -170,20 +203,63 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``loftr`` command; returns the exit code (see the module doc)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # -h (0) or a usage error (1, already printed as one line)
+        return exc.code if isinstance(exc.code, int) else EXIT_USER
+    debug = args.debug or os.environ.get("LOFTR_DEBUG", "") not in ("", "0")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (LoFTRError, FileNotFoundError) as exc:
-        if args.verbose:
-            raise
-        print(f"loftr: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("loftr: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except (LoFTRError, OSError) as exc:  # bad input, or a file the system refuses (missing, permissions, disk full)
+        return _fail(EXIT_USER, f"loftr: error: {_one_line(exc)}", debug)
+    except MemoryError:
+        return _fail(EXIT_USER, "loftr: error: out of memory: use a smaller --max-size or --max-pixels", debug)
+    except RuntimeError as exc:
+        if _is_out_of_memory(exc):
+            return _fail(EXIT_USER, f"loftr: error: out of memory ({_one_line(exc)[:200]}): use a smaller --max-size "
+                         "or --max-pixels", debug)
+        return _internal(exc, debug)
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug: say so in one line
+        return _internal(exc, debug)
+
+
+def _fail(code: int, line: str, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(line, file=sys.stderr)
+    return code
+
+
+def _internal(exc: BaseException, debug: bool) -> int:
+    how = "with the traceback above" if debug else "with the traceback that --debug (or LOFTR_DEBUG=1) prints"
+    return _fail(EXIT_INTERNAL, f"loftr: internal error: {type(exc).__name__}: {_one_line(exc)[:300]} -- this is a "
+                 f"bug in loftr, please report it {how}", debug)
+
+
+_WRAPPED = re.compile(r"^[\w.]+(?:Error|Exception|Exit)\w*: (.+)$")
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line. An error re-raised from a DataLoader worker carries the worker's
+    traceback: its last line holds the original message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if len(lines) > 1 and (found := _WRAPPED.match(lines[-1])):
+        return found.group(1)
+    return " ".join(lines)
+
+
+def _is_out_of_memory(exc: RuntimeError) -> bool:
+    text = str(exc).lower()
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text or "can't allocate memory" in text
 
 
 if __name__ == "__main__":

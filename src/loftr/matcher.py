@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
 from .errors import LoFTRError, WeightsError
-from .io import ImageLike, PreparedImage, prepare, to_original
+from .io import MAX_PIXELS, ImageLike, PreparedImage, prepare, to_original
 from .model import LoFTR
 from .types import Matches
 
@@ -58,7 +59,11 @@ class Matcher:
         model: registry name of the weights ("default" = the bundled model), or a ready :class:`LoFTR`.
         weights: a checkpoint file instead of a registry name; ``preset`` says which model it fits.
         resize: (W, H) to resize both images to (distorts the aspect ratio if it differs).
-        max_size: longest side after resizing, aspect kept (default 640; None keeps the size).
+        max_size: longest side after resizing, aspect kept (default 640; None keeps the size). A very elongated
+            image shrinks only until its short side is one coarse cell (8 px).
+        max_pixels: limit on the pixels of each network input (default :data:`loftr.io.MAX_PIXELS`, about 2.1 MP);
+            a larger input (``max_size=None`` on a big photo, a large ``resize``) is downscaled with a logged
+            warning instead of exhausting the memory. None removes the limit.
         threshold: coarse confidence threshold (default: the preset's, 0.2).
         max_matches: keep the most confident K matches.
         device: "cpu", "cuda", "mps" or "auto"; dtype: "fp32", "fp16" or "bf16" (autocast; fp32 keeps the exact
@@ -73,7 +78,9 @@ class Matcher:
     def __init__(self, model: str | LoFTR = "default", *, weights: str | Path | None = None, preset: str | None = None,
                  resize: tuple[int, int] | None = None, max_size: int | None = 640, threshold: float | None = None,
                  max_matches: int | None = None, device: str | torch.device | None = "cpu",
-                 dtype: str | torch.dtype = "fp32", fast: bool = False, compile: bool = False) -> None:
+                 dtype: str | torch.dtype = "fp32", fast: bool = False, compile: bool = False,
+                 max_pixels: int | None = MAX_PIXELS) -> None:
+        _check_options(resize, max_size, threshold, max_matches, max_pixels)
         self.device = resolve_device(device)
         if isinstance(dtype, str):
             if dtype not in _DTYPES:
@@ -92,15 +99,23 @@ class Matcher:
         self.model = net.to(self.device).eval()
         self.threshold = threshold
         self.resize, self.max_size, self.max_matches = resize, max_size, max_matches
+        self.max_pixels = max_pixels
         self.stride = self.model.config.resolution[0]
 
-    def prepare(self, image: ImageLike) -> PreparedImage:
-        return prepare(image, resize=self.resize, max_size=self.max_size, divisor=self.stride)
+    def prepare(self, image: ImageLike, name: str | None = None) -> PreparedImage:
+        """The network input of one image (see :func:`loftr.io.prepare`); ``name`` labels an array in messages."""
+        return prepare(image, resize=self.resize, max_size=self.max_size, divisor=self.stride,
+                       max_pixels=self.max_pixels, name=name)
 
     @torch.inference_mode()
-    def __call__(self, image0: ImageLike, image1: ImageLike) -> Matches:
-        """Matches of one pair, keypoints in the pixels of the ORIGINAL images, most confident first."""
-        p0, p1 = self.prepare(image0), self.prepare(image1)
+    def __call__(self, image0: ImageLike, image1: ImageLike, *, names: tuple[str, str] | None = None) -> Matches:
+        """Matches of one pair, keypoints in the pixels of the ORIGINAL images, most confident first.
+
+        Bad input raises :class:`~loftr.ImageError` naming the image: the file, else ``names`` (e.g. the files the
+        arrays came from), else "image0"/"image1". Blank or uniform images give zero matches. On the CPU the result
+        is deterministic (bitwise the same for the same input and settings)."""
+        names = names or ("image0", "image1")
+        p0, p1 = self.prepare(image0, names[0]), self.prepare(image1, names[1])
         matches = self.match_prepared(p0, p1)
         return self._to_original(matches, p0, p1)
 
@@ -122,8 +137,27 @@ class Matcher:
         k0 = to_original(m.keypoints0.float(), p0.scale) if p0.scale != (1.0, 1.0) else m.keypoints0.float()
         k1 = to_original(m.keypoints1.float(), p1.scale) if p1.scale != (1.0, 1.0) else m.keypoints1.float()
         out = Matches(k0.cpu(), k1.cpu(), m.confidence.float().cpu(), m.batch_indexes.cpu())
+        finite = out.keypoints0.isfinite().all(1) & out.keypoints1.isfinite().all(1) & out.confidence.isfinite()
+        if not finite.all():  # e.g. an overflow under fp16: never hand NaN to the user
+            log.warning("dropped %d matches with NaN or infinite values", int((~finite).sum()))
+            out = out.select(finite)
         out = out.top_k(len(out)) if self.max_matches is None else out.top_k(self.max_matches)
         return out
+
+
+def _check_options(resize: tuple[int, int] | None, max_size: int | None, threshold: float | None,
+                   max_matches: int | None, max_pixels: int | None) -> None:
+    """Refuse options that cannot work, each with one line saying what is expected."""
+    if resize is not None and (len(resize) != 2 or min(int(v) for v in resize) < 8):
+        raise LoFTRError(f"resize must be (W, H) with both sides at least 8 px, got {tuple(resize)}")
+    if max_size is not None and max_size < 8:
+        raise LoFTRError(f"max_size must be at least 8 px (one coarse cell), got {max_size}")
+    if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise LoFTRError(f"threshold must lie in [0, 1], got {threshold}")
+    if max_matches is not None and max_matches < 0:
+        raise LoFTRError(f"max_matches must not be negative, got {max_matches}")
+    if max_pixels is not None and max_pixels < 64:
+        raise LoFTRError(f"max_pixels must be at least 64 (one coarse cell), got {max_pixels}")
 
 
 @lru_cache(maxsize=4)
@@ -135,7 +169,7 @@ def _cached_matcher(model: str, weights: str | None, preset: str | None, device:
 def match(image0: ImageLike, image1: ImageLike, model: str = "default", *, weights: str | Path | None = None,
           preset: str | None = None, resize: tuple[int, int] | None = None, max_size: int | None = 640,
           threshold: float | None = None, max_matches: int | None = None, device: str = "cpu",
-          dtype: str = "fp32", fast: bool = False) -> Matches:
+          dtype: str = "fp32", fast: bool = False, max_pixels: int | None = MAX_PIXELS) -> Matches:
     """Match two images (paths, arrays or tensors) → :class:`Matches` in original pixels, most confident first.
 
     The model is loaded once per (model, weights, preset, device) and reused by later calls; ``fast`` (see
@@ -144,7 +178,7 @@ def match(image0: ImageLike, image1: ImageLike, model: str = "default", *, weigh
     base = _cached_matcher(model, str(weights) if weights else None, preset, str(device), fast,
                            dtype if fast else "fp32")
     m = Matcher(base.model, resize=resize, max_size=max_size, threshold=threshold, max_matches=max_matches,
-                device=device, dtype=dtype, fast=fast)
+                device=device, dtype=dtype, fast=fast, max_pixels=max_pixels)
     return m(image0, image1)
 
 

@@ -8,12 +8,17 @@ metadata). Pickles are opened with ``torch.load(weights_only=True)``: code insid
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
+import pickle
+import re
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -102,7 +107,13 @@ def lookup(name: str) -> Checkpoint:
 
 def download(name: str, *, force: bool = False, progress: bool = True, timeout: float = 30.0) -> Path:
     """The local file of registry entry ``name``: bundled, cached, or downloaded (mirrors tried in turn) into
-    :func:`cache_dir` with a progress bar, and checked against its sha256 when one is known."""
+    :func:`cache_dir` with a progress bar.
+
+    A download goes to a temporary ``*.part`` file beside the target and is renamed into place only once it is
+    complete (as long as the server's Content-Length), matches the entry's sha256 when one is known, and loads as a
+    checkpoint; otherwise it is deleted and the next mirror is tried. The sha256 of every download is kept beside it
+    (``NAME.sha256``), so a cached file that changed since is refused; ``*.part`` files that a killed process left
+    behind are removed once they are an hour old."""
     ckpt = lookup(name)
     if ckpt.bundled:
         path = bundled_path(ckpt.filename)
@@ -117,54 +128,94 @@ def download(name: str, *, force: bool = False, progress: bool = True, timeout: 
         raise WeightsError(f"{ckpt.name} has no direct download ({ckpt.note}); download it yourself and place it at "
                            f"{target}")
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(target)
     errors = []
     for url in ckpt.urls:
         try:
-            _fetch(url, target, progress=progress, timeout=timeout)
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            digest = _fetch(url, target, ckpt, progress=progress, timeout=timeout)
+        except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError, WeightsError) as exc:
             errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
             continue
-        _verify(target, ckpt)
+        _digest_path(target).write_text(digest + "\n")
         return target
     raise WeightsError(f"could not download {ckpt.name} ({'; '.join(errors)}). Offline? Get {ckpt.filename} from "
                        f"{ckpt.urls[0]} and place it at {target}, or pass its path with --weights")
 
 
-def _fetch(url: str, target: Path, *, progress: bool, timeout: float) -> None:
-    """Stream ``url`` to a temporary file beside ``target`` and rename it into place when complete."""
+STALE_PART_SECONDS = 3600.0
+
+
+def _remove_stale_parts(target: Path) -> None:
+    """Delete ``*.part`` files of ``target`` untouched for an hour (left by a killed download; a live one writes)."""
+    for part in target.parent.glob(f"{target.name}*.part"):
+        try:
+            if time.time() - part.stat().st_mtime > STALE_PART_SECONDS:
+                part.unlink()
+                log.info("removed the stale partial download %s", part)
+        except OSError:  # another process got there first
+            continue
+
+
+def _digest_path(target: Path) -> Path:
+    return target.with_name(target.name + ".sha256")
+
+
+def _fetch(url: str, target: Path, ckpt: Checkpoint, *, progress: bool, timeout: float) -> str:
+    """Stream ``url`` to a temporary file beside ``target``, check it and rename it into place; its sha256."""
     from tqdm import tqdm
 
     with urllib.request.urlopen(url, timeout=timeout) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
         try:
+            h, size = hashlib.sha256(), 0
             with os.fdopen(fd, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=target.name,
                                                   disable=not progress) as bar:
                 for chunk in iter(lambda: response.read(1 << 16), b""):
                     out.write(chunk)
+                    h.update(chunk)
+                    size += len(chunk)
                     bar.update(len(chunk))
+            if total is not None and size != total:
+                raise WeightsError(f"incomplete download: {size} of {total} bytes")
+            digest = h.hexdigest()
+            if ckpt.sha256 is not None and digest != ckpt.sha256:
+                raise WeightsError(f"sha256 {digest} does not match the expected {ckpt.sha256}")
+            read_state_dict(tmp, kind=target.suffix)  # a complete file that is no checkpoint is not kept either
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+    return digest
 
 
 def _verify(path: Path, ckpt: Checkpoint) -> None:
-    if ckpt.sha256 is None:
+    """A cached file must match the registry's sha256, else the one recorded when it was downloaded."""
+    expected, source = ckpt.sha256, "the expected"
+    if expected is None and _digest_path(path).is_file():
+        expected, source = _digest_path(path).read_text().strip(), "the one recorded at download,"
+    if expected is None:
         return
     digest = sha256_of(path)
-    if digest != ckpt.sha256:
+    if digest != expected:
         path.unlink()
-        raise WeightsError(f"{path.name}: sha256 {digest} does not match the expected {ckpt.sha256}; the file was "
-                           "removed, download it again")
+        _digest_path(path).unlink(missing_ok=True)
+        raise WeightsError(f"{path}: sha256 {digest} does not match {source} {expected}; the file was removed, "
+                           "download it again")
 
 
-def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors of a checkpoint file, with keys as in :class:`loftr.LoFTR`, and its metadata (may be empty)."""
+def read_state_dict(path: str | Path, *, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors of a checkpoint file, with keys as in :class:`loftr.LoFTR`, and its metadata (may be empty).
+
+    ``kind`` (".safetensors" or another suffix) overrides the file's suffix. Every failure is a
+    :class:`WeightsError` naming the file: missing, empty, truncated or corrupt, a pickle holding anything but
+    tensors (refused without running it), no state dict inside."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
+    if path.stat().st_size == 0:
+        raise WeightsError(f"weights file {path} is empty (0 bytes)")
+    if (kind or path.suffix) == ".safetensors":
         from safetensors import SafetensorError, safe_open
 
         try:
@@ -172,13 +223,24 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
                 meta = dict(f.metadata() or {})
                 state = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError, ValueError) as exc:
-            raise WeightsError(f"{path} is not a valid safetensors file: {exc}") from None
+            raise WeightsError(f"{path} is not a valid safetensors file (truncated or corrupt?): "
+                               f"{_first_line(exc)}") from None
         return remap_state_dict(state), meta
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a refusal
-        raise WeightsError(f"refusing to load {path}: not a plain tensor checkpoint ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0][:200]})") from None
+        with warnings.catch_warnings():  # torch warns about old formats and pickle protocols: we report problems
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" not in str(exc).lower():
+            raise WeightsError(f"cannot read {path}: truncated or not a PyTorch checkpoint "
+                               f"({_first_line(exc)})") from None
+        found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
+        detail = found.group(1).split(". Please")[0].strip()[:200] if found else "not a plain tensor pickle"
+        raise WeightsError(f"refusing to load {path}: it holds Python objects other than tensors, which could run "
+                           f"code when unpickled ({detail})") from None
+    except Exception as exc:  # noqa: BLE001 - a truncated zip, a text file...: any failure means unusable
+        raise WeightsError(f"cannot read {path}: truncated or not a PyTorch checkpoint ({type(exc).__name__}: "
+                           f"{_first_line(exc).split('. ')[0][:200]})") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
@@ -186,6 +248,11 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{path} holds no state dict of tensors")
     return remap_state_dict(obj), {}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else "") or type(exc).__name__
 
 
 def remap_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -222,7 +289,11 @@ def load_weights(model: "LoFTR", weights: str | Path) -> "LoFTR":
     if wrong:
         raise WeightsError(f"{path.name} does not fit preset {preset!r}: shape mismatch in {_short(wrong)}")
     dtype = next(model.parameters()).dtype
-    model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    bad = [k for k, v in cast.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise WeightsError(f"{path} is corrupt: {len(bad)} tensor(s) hold NaN or infinite values ({_short(bad)})")
+    model.load_state_dict(cast, strict=True)
     return model.eval()
 
 
@@ -249,7 +320,8 @@ def save_safetensors(model: "LoFTR", path: str | Path, *, preset: str, extra: di
 
 
 def describe(path: str | Path) -> dict[str, object]:
-    """What ``loftr weights info`` prints: size, sha256, tensor count, parameter count, metadata, fitting presets."""
+    """What ``loftr weights info`` prints: size, sha256, tensor count, parameter count, metadata, fitting presets,
+    and the tensors holding NaN or infinite values (a corrupt file: loading it is refused)."""
     from .config import PRESETS
     from .model import LoFTR
 
@@ -268,6 +340,7 @@ def describe(path: str | Path) -> dict[str, object]:
         "dtype": str(next(iter(state.values())).dtype).replace("torch.", "") if state else "-",
         "metadata": meta,
         "fits_presets": fits,
+        "non_finite_tensors": [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()],
     }
 
 

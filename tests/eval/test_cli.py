@@ -100,4 +100,4 @@ def test_eval_user_errors_are_one_line(tiny_weights: Path, tmp_path: Path, capsy
                                        expected: str) -> None:
     rc = main(["eval", *args, "--weights", str(tiny_weights), "--out", str(tmp_path), "--no-progress"])
     err = capsys.readouterr().err
-    assert rc == 2 and expected in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert rc == 1 and expected in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err

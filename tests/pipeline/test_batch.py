@@ -92,15 +92,15 @@ def test_killed_run_resumes_to_the_same_file(images: Path, tiny_weights: Path, c
     assert_same_h5(out, clean_run)
 
 
-def test_cli_errors_are_one_line_exit_2(images: Path, tiny_weights: Path, tmp_path: Path, capsys) -> None:
+def test_cli_errors_are_one_line_exit_1(images: Path, tiny_weights: Path, tmp_path: Path, capsys) -> None:
     bad = tmp_path / "pairs.txt"
     bad.write_text("tum_1311868169.163498.png kitti_000100.png\ntum_1311868169.163498.png missing.png\n")
     rc = main(["match-pairs", str(images), "--pairs", str(bad), "--out", str(tmp_path / "o.h5"), "--weights",
                str(tiny_weights)])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and err == f"loftr: error: {bad}:2: image 'missing.png' is not in the image folder"
+    assert rc == 1 and err == f"loftr: error: {bad}:2: image 'missing.png' is not in the image folder"
     rc = main(["match-pairs", str(tmp_path / "nope"), "--exhaustive", "--out", str(tmp_path / "o.h5")])
-    assert rc == 2 and "does not exist or is not a folder" in capsys.readouterr().err
+    assert rc == 1 and "does not exist or is not a folder" in capsys.readouterr().err
 
 
 def test_pairs_command_writes_a_pairs_file(images: Path, tmp_path: Path, capsys) -> None:
