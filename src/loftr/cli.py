@@ -38,6 +38,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, help="coarse confidence threshold (default 0.2)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--fast", action="store_true",
+                   help="match with the optimised inference copy (same matches up to float rounding, ~1.7x faster on "
+                   "CPU; with --dtype bf16 on CPU: bfloat16 weights)")
 
 
 def _add_max_pixels(p: argparse.ArgumentParser) -> None:
@@ -57,7 +60,7 @@ def _matcher(args: argparse.Namespace, max_matches: int | None = None):
                    resize=tuple(args.resize) if args.resize else None,
                    max_size=None if args.resize or not args.max_size else args.max_size,
                    threshold=args.threshold, max_matches=max_matches, device=args.device, dtype=args.dtype,
-                   max_pixels=max_pixels or None)
+                   max_pixels=max_pixels or None, fast=getattr(args, "fast", False))
 
 
 def save_matches(matches, path: str | Path) -> Path:
