@@ -11,6 +11,16 @@ PHOTOS = SHARED / "data" / "photos"
 WXBS = SHARED / "data" / "wxbs"
 
 
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory) -> Path:
+    """A safetensors file of a randomly initialised tiny_ds (seed 0), tagged with its preset."""
+    from loftr import LoFTR
+    from loftr.weights import save_safetensors
+
+    torch.manual_seed(0)
+    return save_safetensors(LoFTR("tiny_ds"), tmp_path_factory.mktemp("w") / "tiny.safetensors", preset="tiny_ds")
+
+
 def photo(name: str) -> Path:
     path = PHOTOS / name
     if not path.exists():

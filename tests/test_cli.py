@@ -5,19 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from loftr import ImageError, LoFTR
+from loftr import ImageError
 from loftr.cli import main
-from loftr.weights import save_safetensors
 
 from .conftest import TUM0, TUM1, photo
-
-
-@pytest.fixture(scope="module")
-def weights_file(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    return save_safetensors(LoFTR("tiny_ds"), tmp_path_factory.mktemp("w") / "tiny.safetensors", preset="tiny_ds")
 
 
 def test_match_prints_count_and_writes_figure_and_matches(weights_file: Path, tmp_path: Path, capsys) -> None:

@@ -13,7 +13,6 @@ from loftr.config import get_preset
 from loftr.inspect import (QueryError, attention_maps, attention_weights, coarse_features, coarse_inputs,
                            query_cell, trace_transformer)
 from loftr.model.transformer import elu_feature_map, full_attention, linear_attention
-from loftr.weights import save_safetensors
 
 from .conftest import photo
 
@@ -143,12 +142,6 @@ def test_coarse_features_shapes_and_values(model: LoFTR, pair) -> None:
     # a Matcher prepares raw images with its own resize rule
     raw = coarse_features(Matcher(model, max_size=80), _texture(100, 160, 4), _texture(100, 160, 5))
     assert raw["backbone0"].shape == (c, 7, 10)
-
-
-@pytest.fixture(scope="module")
-def weights_file(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    return save_safetensors(LoFTR("tiny_ds"), tmp_path_factory.mktemp("w") / "tiny.safetensors", preset="tiny_ds")
 
 
 def test_cli_pca_and_attention_write_figures(weights_file: Path, tmp_path: Path, capsys) -> None:

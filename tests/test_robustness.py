@@ -22,7 +22,6 @@ from loftr import ImageError, LoFTR, Matches
 from loftr.cli import main
 from loftr.io import prepare, read_image
 from loftr.matcher import Matcher
-from loftr.weights import save_safetensors
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "robustness.md"
 RNG = np.random.default_rng(0)
@@ -34,12 +33,6 @@ GREY = RNG.integers(0, 256, (60, 80), dtype=np.uint8)
 def net() -> LoFTR:
     torch.manual_seed(0)
     return LoFTR("tiny_ds", weights="default")
-
-
-@pytest.fixture(scope="module")
-def weights_file(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    return save_safetensors(LoFTR("tiny_ds"), tmp_path_factory.mktemp("w") / "tiny.safetensors", preset="tiny_ds")
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 flask = pytest.importorskip("flask")
 
-from loftr import LoFTR  # noqa: E402
 from loftr.cli import main  # noqa: E402
 from loftr import serve  # noqa: E402
 from loftr.serve import ServeOptions, create_app  # noqa: E402
-from loftr.weights import save_safetensors  # noqa: E402
 
 from .conftest import photo  # noqa: E402
 
@@ -31,12 +28,6 @@ PHOTO0, PHOTO1 = "LightGlue__assets_sacre_coeur1.jpg", "LightGlue__assets_sacre_
 CHROME_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
                "--window-size=1200,1000")
-
-
-@pytest.fixture(scope="module")
-def weights_file(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    return save_safetensors(LoFTR("tiny_ds"), tmp_path_factory.mktemp("w") / "tiny.safetensors", preset="tiny_ds")
 
 
 @pytest.fixture(scope="module")

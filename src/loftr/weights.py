@@ -13,7 +13,6 @@ import logging
 import os
 import pickle
 import re
-import shutil
 import tempfile
 import time
 import urllib.error

@@ -10,6 +10,9 @@ import cv2
 import numpy as np
 from skimage import data as skdata
 
+from ..eval.scenes import rotation  # noqa: F401  (re-exported for the training tests)
+from ..eval.scenes import world_to_camera as pose  # noqa: F401
+
 K160 = np.array([[140.0, 0.0, 79.5], [0.0, 140.0, 59.5], [0.0, 0.0, 1.0]])  # a 160x120 camera
 SIZE = (160, 120)
 
@@ -35,20 +38,6 @@ class Plane:
     @property
     def normal(self) -> np.ndarray:
         return np.cross(self.u, self.v)
-
-
-def rotation(axis: str, degrees: float) -> np.ndarray:
-    a = np.deg2rad(degrees)
-    c, s = np.cos(a), np.sin(a)
-    return {"x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]), "y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
-            "z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])}[axis]
-
-
-def pose(R: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """World-to-camera 4x4 of a camera with rotation R (world → camera) at ``centre``."""
-    T = np.eye(4)
-    T[:3, :3], T[:3, 3] = R, -R @ np.asarray(centre, dtype=np.float64)
-    return T
 
 
 def render(planes: list[Plane], T_w2c: np.ndarray, K: np.ndarray = K160,

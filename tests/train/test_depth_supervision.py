@@ -23,7 +23,7 @@ def _pairs(sup) -> set[tuple[int, int]]:
 @pytest.fixture(scope="module")
 def plane_views():
     plane = wall()
-    (img0, d0), (img1, d1) = render([plane], CAMERAS[0]), render([plane], CAMERAS[1])
+    (_, d0), (_, d1) = render([plane], CAMERAS[0]), render([plane], CAMERAS[1])
     H = plane_homography(K160, K160, CAMERAS[0], CAMERAS[1], plane)
     T = CAMERAS[1] @ np.linalg.inv(CAMERAS[0])
     return d0, d1, T, H
