@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import CoarseMatchingConfig
-from .blockwise import blockwise_maxima, compute_dtype, dense_dual_softmax
+from .blockwise import blockwise_maxima, compute_dtype, dense_maxima
 
 INF = 1e9
 DENSE_LIMIT = 1 << 26  # inference confidences above 64M values (256 MB in float32) are computed blockwise
@@ -114,7 +114,8 @@ class CoarseMatching(nn.Module):
     Inference (eval mode, autograd off) with dual-softmax switches by itself to :mod:`.blockwise` when the
     confidence would hold more than ``dense_limit`` values: the same matches, no (N, L, S) matrix (and no
     ``conf_matrix`` in the output). ``fast`` (set by :func:`~loftr.model.optimize.optimize_for_inference`) also runs
-    the smaller problems through the in-place dense kernel. Optimal transport (sinkhorn) always stays dense: its
+    the smaller problems without a confidence matrix: one similarity GEMM reduced row block by row block
+    (:func:`~.blockwise.dense_maxima`), so ``conf_matrix`` is None there too. Optimal transport (sinkhorn) always stays dense: its
     Sinkhorn iterations alternate full row and column normalisations of the whole coupling matrix.
     """
 
@@ -222,14 +223,13 @@ class CoarseMatching(nn.Module):
 
     def _inference_confidence(self, feat0: torch.Tensor, feat1: torch.Tensor, mask0: torch.Tensor | None,
                               mask1: torch.Tensor | None, blockwise: bool
-                              ) -> tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Dual-softmax at inference, in at least float32 (also under autocast): dense in place, or blockwise."""
+                              ) -> tuple[None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Dual-softmax maxima at inference, in at least float32 (also under autocast): from one similarity GEMM
+        reduced in row blocks, or blockwise (two GEMMs, no (N, L, S) matrix). No confidence matrix is returned."""
         dtype = compute_dtype(feat0.dtype)
         temperature = self.config.dsmax_temperature
         with torch.autocast(feat0.device.type, enabled=False):
             f0, f1 = feat0.to(dtype), feat1.to(dtype)
             if blockwise:
                 return None, blockwise_maxima(f0, f1, temperature, mask0, mask1, self.block_rows)
-            conf = dense_dual_softmax(f0, f1, temperature, mask0, mask1)
-            row_max, row_arg = conf.max(dim=2)
-            return conf, (row_max, row_arg, conf.amax(dim=1))
+            return None, dense_maxima(f0, f1, temperature, mask0, mask1)
