@@ -188,9 +188,12 @@ def fpn_maps(outdoor: LoFTR, tum_pair):
 
 
 @pytest.mark.parametrize("tile", lazy_fine.TILE_SIZES)
-def test_lazy_fine_windows_equal_dense_map(fpn_maps, monkeypatch, tile: int) -> None:
+@pytest.mark.parametrize("upper_whole", [False, True])
+def test_lazy_fine_windows_equal_dense_map(fpn_maps, monkeypatch, tile: int, upper_whole: bool) -> None:
+    """Windows of the lazy map equal the dense FPN's, with the 1/4 level on tiles or computed whole."""
     monkeypatch.setattr(lazy_fine, "TILE_SIZES", (tile,))
     monkeypatch.setattr(lazy_fine, "UPPER_TILE_SIZES", ((4, 8, 64)[tile % 3],))
+    monkeypatch.setattr(lazy_fine, "DENSE_BIAS", float("inf") if upper_whole else 0.0)
     backbone, stages, coarse, dense = fpn_maps
     hc, wc = coarse.shape[2:]
     g = torch.Generator().manual_seed(tile)

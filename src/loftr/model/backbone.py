@@ -45,7 +45,7 @@ def _merge_head(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(conv3x3(cin, cin), nn.BatchNorm2d(cin), nn.LeakyReLU(), conv3x3(cin, cout))
 
 
-def _upsample_to(coarse: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def upsample_to(coarse: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """2x bilinear (align_corners) upsampling, cropped to ``like``'s size for sides that are not multiples of 8."""
     up = F.interpolate(coarse, scale_factor=2.0, mode="bilinear", align_corners=True)
     return up[..., : like.shape[2], : like.shape[3]]
@@ -122,7 +122,7 @@ class ResNetFPN(nn.Module):
         out = coarse
         for k in range(self._top - 1, self._finest - 1, -1):
             lateral = getattr(self, f"layer{k}_outconv")(stages[k - 1])
-            up = _upsample_to(out, lateral)
+            up = upsample_to(out, lateral)
             merged = lateral.add_(up) if not torch.is_grad_enabled() else lateral + up
             out = getattr(self, f"layer{k}_outconv2")(merged)
         return out

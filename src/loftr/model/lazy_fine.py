@@ -10,7 +10,9 @@ usual match counts most of their output is never read.
 1. the finest level on square tiles of T×T coarse cells that hold a match (their windows overlap);
 2. each level above on the square tiles of its own map that the level below reads, into a zero map: a region of a
    level needs its lateral input grown by 2 (two unpadded 3x3 convolutions) and the rows/columns of the level above
-   that its bilinear upsampling reads.
+   that its bilinear upsampling reads. When the tiles would cover most of a level (many matches spread over the
+   image), the level and those above it are computed whole, as the dense FPN does: about the same multiply-adds,
+   without the tiles' halos, gathers and masks.
 
 The zero padding of the dense convolutions is reproduced by zeroing every intermediate outside the map, and the
 upsampling uses the dense map's align-corners coordinates, so the windows equal those of the dense map up to float
@@ -24,8 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbone import upsample_to
+
 TILE_SIZES = (1, 2, 4, 8, 16, 32)  # finest level, in coarse cells
 UPPER_TILE_SIZES = (4, 8, 16, 32, 64)  # levels above, in pixels of their own map
+DENSE_BIAS = 1.25  # a level above is computed whole when that costs at most this times its tiles' multiply-adds
 CHUNK_ELEMENTS = 1 << 23  # values of the largest per-chunk intermediate (32 MB in float32)
 
 
@@ -166,19 +171,40 @@ class LazyFineMap:
 
     def _upper_levels(self, b: torch.Tensor, y0: torch.Tensor, x0: torch.Tensor, size: int) -> torch.Tensor:
         """The map of level 1 (or the coarse map when there is none) on the regions the finest tiles read: each level
-        above is computed on the tiles of its map that the level below reads, zero elsewhere."""
-        plans = []  # per upper level: (image, y0, x0, tile side) of its tiles
+        above is computed on the tiles of its map that the level below reads, zero elsewhere, or whole (see
+        :data:`DENSE_BIAS`; then every level above it is whole too)."""
+        plans = []  # per upper level: (image, y0, x0, tile side) of its tiles, or None for the whole map
         for idx in range(1, len(self.levels)):
             hw_below, hw = self._hw(idx - 1), self._hw(idx)
             ry0, ry1 = _source_span(y0 - 2, size + 4, hw_below[0], hw[0])
             rx0, rx1 = _source_span(x0 - 2, size + 4, hw_below[1], hw[1])
             need = _cover(b, ry0, ry1, rx0, rx1, (self.coarse.shape[0], *hw))
             b, y0, x0, size = self._covering_tiles(idx, need)
+            dense = self.coarse.shape[0] * self._pixel_cost(idx) * hw[0] * hw[1]
+            if dense <= DENSE_BIAS * b.shape[0] * self._tile_cost(idx, size):
+                plans.extend([None] * (len(self.levels) - idx))
+                break
             plans.append((b, y0, x0, size))
         above = self.coarse
         for idx in range(len(self.levels) - 1, 0, -1):
-            above = self._fill(idx, *plans[idx - 1], above)
+            plan = plans[idx - 1]
+            above = self._whole(idx, above) if plan is None else self._fill(idx, *plan, above)
         return above
+
+    def _pixel_cost(self, idx: int) -> int:
+        """Multiply-adds per output pixel of level ``idx`` computed whole (lateral 1x1 + two 3x3 convolutions)."""
+        lateral, head, _ = self.levels[idx]
+        cm, ck = head[0].out_channels, head[3].out_channels
+        return lateral.in_channels * cm + 9 * cm * (cm + ck)
+
+    def _whole(self, idx: int, above: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, C) map of level ``idx`` computed whole, by the dense FPN's operations; ``above``: the map of
+        level ``idx + 1`` (N, H', W', C), possibly padded beyond its true size."""
+        lateral, head, stage = self.levels[idx]
+        ha, wa = self._hw(idx + 1)
+        x = lateral(stage.permute(0, 3, 1, 2))
+        x = x.add_(upsample_to(above[:, :ha, :wa].permute(0, 3, 1, 2), x))
+        return head(x).permute(0, 2, 3, 1)
 
     def _covering_tiles(self, idx: int, need: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """The square tiles (image, y0, x0, side) of level ``idx`` that cover ``need`` (N, H, W) at least work."""
