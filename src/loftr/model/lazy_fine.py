@@ -81,18 +81,17 @@ def _cover(b: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, x0: torch.Tensor
 
 
 def _lerp(t: torch.Tensor, dim: int, i0: torch.Tensor, i1: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation of (P, A, B, C) ``t`` along ``dim`` (1 or 2) at per-region indices (P, n)."""
-    p = torch.arange(t.shape[0], device=t.device)[:, None, None]
+    """Linear interpolation of (P, A, B, C) ``t`` along ``dim`` (1 or 2) at per-region indices (P, n).
+
+    As one batched matmul with a (P, n, A|B) weight matrix holding ``1 - frac`` at ``i0`` and ``frac`` at ``i1``
+    (the weights rounded to ``t``'s dtype, as a lerp in that dtype would): no gathers of ``t``."""
+    n_regions, n = i0.shape
+    weights = t.new_zeros((n_regions, n, t.shape[dim]))
+    weights.scatter_add_(2, i0[:, :, None], (1 - frac)[:, :, None].to(t.dtype))
+    weights.scatter_add_(2, i1[:, :, None], frac[:, :, None].to(t.dtype))
     if dim == 1:
-        other = torch.arange(t.shape[2], device=t.device)[None, None, :]
-        lo, hi = t[p, i0[:, :, None], other], t[p, i1[:, :, None], other]
-        frac = frac[:, :, None, None]
-    else:
-        other = torch.arange(t.shape[1], device=t.device)[None, :, None]
-        lo, hi = t[p, other, i0[:, None, :]], t[p, other, i1[:, None, :]]
-        frac = frac[:, None, :, None]
-    frac = frac.to(t.dtype)
-    return lo.mul_(1 - frac).add_(hi.mul_(frac))
+        return torch.bmm(weights, t.reshape(n_regions, t.shape[1], -1)).view(n_regions, n, *t.shape[2:])
+    return torch.matmul(weights[:, None], t)
 
 
 class LazyFineMap:
