@@ -9,6 +9,7 @@ from torch import nn
 from ..config import TransformerConfig
 
 STACK_TOKENS = 1 << 14  # fast inference stacks the images of a self layer up to this many tokens per image
+MERGED_BATCH = 2  # fast linear attention with the merge folded in runs per image: batches up to this size
 
 
 def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
@@ -127,11 +128,34 @@ class EncoderLayer(nn.Module):
         else:
             q, k, v = self.project(x, source)
             attend = linear_attention if self.attention_type == "linear" else full_attention
-        message = attend(q, k, v, x_mask, source_mask)
+        if fast and self.attention_type == "linear" and x_mask is None and source_mask is None and n <= MERGED_BATCH:
+            message = self._merged_linear_attention_(q, k, v)
+        else:
+            message = self.merge(attend(q, k, v, x_mask, source_mask).reshape(n, -1, self.nhead * self.dim))
         del q, k, v  # the projections' memory is free before the MLP's
-        message = self.norm1(self.merge(message.reshape(n, -1, self.nhead * self.dim)))
+        message = self.norm1(message)
         message = self.norm2(self.mlp(torch.cat([x, message], dim=2)))
         return message.add_(x) if fast else x + message
+
+    def _merged_linear_attention_(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                  eps: float = 1e-6) -> torch.Tensor:
+        """:func:`linear_attention_` followed by the merge projection (no masks; overwrites q, k, v) → (N, L, C).
+
+        The merge is folded into each head's D×D key-value summary, ``message = (Q / z) (KV W_merge)``, and the heads
+        are read through strided views: no per-head copies of q, k, v or of the attention output (one image of the
+        batch at a time, so for small batches only)."""
+        Q, K = F.elu(q, inplace=True).add_(1), F.elu(k, inplace=True).add_(1)
+        n, l, h, d = Q.shape
+        s = v.shape[1]
+        v = v.div_(s)  # as the reference, against half-precision overflow of the sums over S
+        merge = self.merge.weight.t().reshape(h, d, -1)  # (H, D, C): the rows of W_merge^T that each head feeds
+        out = Q.new_empty((n, l, merge.shape[2]))
+        for b in range(n):
+            kv = torch.bmm(K[b].permute(1, 2, 0), v[b].permute(1, 0, 2))  # (H, D, D), summed over S
+            z = torch.bmm(Q[b].permute(1, 0, 2), K[b].sum(0)[:, :, None])  # (H, L, 1)
+            Q[b].mul_(z.add_(eps).reciprocal_().mul_(s).permute(1, 0, 2))
+            torch.mm(Q[b].reshape(l, h * d), torch.bmm(kv, merge).view(h * d, -1), out=out[b])
+        return out
 
     def _project_fused(self, x: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """:meth:`project` with the projections that read the same tokens stacked into one weight."""
