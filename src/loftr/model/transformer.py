@@ -152,9 +152,10 @@ class EncoderLayer(nn.Module):
         out = Q.new_empty((n, l, merge.shape[2]))
         for b in range(n):
             kv = torch.bmm(K[b].permute(1, 2, 0), v[b].permute(1, 0, 2))  # (H, D, D), summed over S
-            z = torch.bmm(Q[b].permute(1, 0, 2), K[b].sum(0)[:, :, None])  # (H, L, 1)
-            Q[b].mul_(z.add_(eps).reciprocal_().mul_(s).permute(1, 0, 2))
-            torch.mm(Q[b].reshape(l, h * d), torch.bmm(kv, merge).view(h * d, -1), out=out[b])
+            queries = Q[b].reshape(l, h * d)
+            z = queries @ torch.block_diag(*K[b].sum(0)[:, :, None])  # (L, H): each head's Q . sum_s K in one GEMM
+            Q[b].mul_(z.add_(eps).reciprocal_().mul_(s)[:, :, None])
+            torch.mm(queries, torch.bmm(kv, merge).view(h * d, -1), out=out[b])
         return out
 
     def _project_fused(self, x: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, ...]:
