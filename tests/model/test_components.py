@@ -120,7 +120,7 @@ def test_full_attention_and_16_4_resolution_run_end_to_end() -> None:
 
 
 def test_every_parameter_gets_a_gradient_in_training() -> None:
-    from loftr.train.trainer import training_loss
+    from loftr.train.objective import training_loss
 
     torch.manual_seed(0)
     model = LoFTR("tiny_ds").train()

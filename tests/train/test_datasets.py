@@ -10,7 +10,8 @@ import torch
 
 from loftr.train.datasets import MegaDepthPairs, ScanNetPairs, collate_depth, index_files
 from loftr.train.supervision import coarse_supervision, fine_supervision, fine_targets
-from loftr.train.trainer import StepSampler, supervise
+from loftr.train.objective import supervise
+from loftr.train.sampling import StepSampler
 
 from .scenes import CAMERAS, K160, plane_homography, wall, write_megadepth, write_scannet
 

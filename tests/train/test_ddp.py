@@ -11,7 +11,9 @@ import torch
 import torch.multiprocessing as mp
 
 from loftr.train.runlog import read_log
-from loftr.train.trainer import StepSampler, TrainConfig, Trainer
+from loftr.train.config import TrainConfig
+from loftr.train.sampling import StepSampler
+from loftr.train.trainer import Trainer
 
 
 def _free_port() -> int:

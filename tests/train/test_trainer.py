@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from loftr.cli import main
-from loftr.train.trainer import TrainConfig, train
+from loftr.train.config import TrainConfig
+from loftr.train.trainer import train
 
 from ..conftest import PHOTOS
 
@@ -159,7 +160,8 @@ def test_gradient_scaler_path(photo_dir: Path, tmp_path: Path) -> None:
 
 
 def test_config_checks(photo_dir: Path, tmp_path: Path) -> None:
-    from loftr.train.trainer import Trainer, config_from_dict
+    from loftr.train.config import config_from_dict
+    from loftr.train.trainer import Trainer
 
     with pytest.raises(ValueError, match="needs CUDA"):
         Trainer(_cfg(photo_dir, tmp_path / "fp16", fp16=True, device="cpu"))
@@ -202,7 +204,7 @@ def test_validation_ground_truth_from_depth(tmp_path: Path) -> None:
 
     from loftr.train.datasets import ScanNetPairs, collate_depth
     from loftr.train.supervision import grid_points, warp
-    from loftr.train.trainer import true_positions
+    from loftr.train.validation import true_positions
 
     from .scenes import CAMERAS, K160, plane_homography, wall, write_scannet
 

@@ -8,7 +8,8 @@ import dataclasses
 import logging
 
 from .cli import add_config_flags
-from .trainer import TrainConfig, train
+from .config import TrainConfig
+from .trainer import train
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:

@@ -42,7 +42,7 @@ def _json_object(text: str) -> dict:
 def add_config_flags(parser: argparse.ArgumentParser, *, suppress: bool = False) -> argparse.ArgumentParser:
     """One flag per :class:`TrainConfig` field but images/out_dir (``--batch-size``, ``--bf16/--no-bf16``, ...).
     With ``suppress`` a flag not given leaves no attribute, so that only given flags override a config file."""
-    from .trainer import TrainConfig
+    from .config import TrainConfig
 
     for f in dataclasses.fields(TrainConfig):
         if f.name in ("images", "out_dir"):
@@ -75,7 +75,7 @@ def _read_json(path: Path, what: str) -> dict:
 
 def config_from_args(args: argparse.Namespace):
     """The TrainConfig of a ``loftr train`` command line (after the --resume checks)."""
-    from .trainer import TrainConfig, config_from_dict
+    from .config import TrainConfig, config_from_dict
 
     data = args.data or args.legacy_data
     out = args.out or args.legacy_out

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -112,3 +114,10 @@ class HomographyPairs(Dataset):
 
 def collate(samples: list[PairSample]) -> PairSample:
     return PairSample(*(torch.stack([getattr(s, f) for s in samples]) for f in ("image0", "image1", "H_0to1", "valid1")))
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """A batch dataclass with every tensor on ``device``."""
+    moved = {f.name: getattr(batch, f.name).to(device, non_blocking=True) for f in dataclasses.fields(batch)
+             if isinstance(getattr(batch, f.name), torch.Tensor)}
+    return dataclasses.replace(batch, **moved)

@@ -48,7 +48,7 @@ def export_run(source: str | Path, out: str | Path, *, card: str | Path | None =
     metrics, and the free-form measured accuracy of the ``accuracy`` JSON file."""
     from ..model import LoFTR
     from ..weights import load_weights, save_safetensors, sha256_of
-    from .trainer import architecture_overrides
+    from .config import architecture_overrides
 
     ckpt = resolve_checkpoint(source)
     try:

@@ -1,0 +1,122 @@
+"""Training configuration: :class:`TrainConfig` (a frozen dataclass, ``config.json`` of a run) and the model
+overrides a run may apply to its preset."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+DATASETS = ("photos", "scannet", "megadepth")
+# preset fields a run may change without making its weights need another config than the preset's
+TRAINING_ONLY_OVERRIDES = {"match_coarse": ("train_coarse_percent", "train_pad_num_gt_min")}
+
+
+def _f(default: Any, help: str) -> Any:
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on (``config.json`` of a run, the ``--config`` file of ``loftr train``)."""
+
+    images: str = field(metadata={"help": "photo folder (dataset photos) or the ScanNet/MegaDepth data root"})
+    out_dir: str = field(metadata={"help": "run folder: last.pt, config.json, log.jsonl, stepNNNNNN.pt"})
+    preset: str = _f("tiny_ds", "model preset (see loftr.config.PRESETS)")
+    size: int = _f(256, "photos: crop side; scannet: width (height 3/4 of it); megadepth: longest side, padded square")
+    batch_size: int = _f(4, "pairs per step and rank")
+    steps: int = _f(20000, "total optimizer steps (the cosine schedule ends there)")
+    lr: float = _f(1e-3, "peak learning rate of AdamW")
+    weight_decay: float = _f(0.1, "AdamW weight decay")
+    warmup: int = _f(300, "linear warm-up steps (from 0.1 lr)")
+    grad_clip: float = _f(0.5, "gradient norm clipping")
+    checkpoint_every: int = _f(100, "steps between checkpoints (last.pt)")
+    validate_every: int = _f(500, "steps between validations (and stepNNNNNN.pt snapshots)")
+    val_pairs: int = _f(32, "validation pairs")
+    seed: int = _f(0, "seed of the initialisation, data and validation pairs")
+    threads: int = _f(0, "torch CPU threads (0: torch's default)")
+    init: str = _f("", "weights to start from (checkpoint, safetensors or registry name); ignored on resume")
+    holdout: int = _f(8, "photos: every holdout-th photo gives the validation pairs and is not trained on (0: none)")
+    bf16: bool = _f(False, "bfloat16 autocast of the backbone (CPU with AVX512-BF16/AMX, or GPU)")
+    fp16: bool = _f(False, "float16 autocast of the backbone with a gradient scaler (CUDA only)")
+    dataset: str = _f("photos", "photos (homographic self-supervision), scannet or megadepth")
+    index: str = _f("", "scannet/megadepth: training index (.npz, folder of .npz, or .txt list of names)")
+    intrinsics: str = _f("", "scannet: intrinsics.npz (default: found next to or above the index)")
+    val_index: str = _f("", "scannet/megadepth: validation index (default: pairs spread over the training index)")
+    min_overlap: float = _f(-1.0, "scannet/megadepth: keep pairs with overlap score above this (-1: 0.4 / 0.0)")
+    sparse: bool = _f(False, "sparse coarse supervision (the reference's SPARSE_SPVS) instead of dense")
+    depth_check: bool = _f(True, "scannet/megadepth: reject ground truth whose depths disagree (occlusions)")
+    model_overrides: dict = _f({}, 'JSON overrides of preset fields, e.g. {"match_coarse": {"train_pad_num_gt_min": 8}}')
+    device: str = _f("auto", "auto (cuda if available), cpu, cuda or cuda:N; under torchrun cuda:LOCAL_RANK")
+    workers: int = _f(0, "data-loading worker processes per rank")
+    log_every: int = _f(10, "steps between loss records in log.jsonl")
+    sync_bn: bool = _f(True, "multi-GPU: synchronise BatchNorm statistics across ranks (CUDA only)")
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.bf16 and self.fp16:
+            raise ValueError("bf16 and fp16 exclude each other")
+        for name in ("batch_size", "checkpoint_every", "validate_every", "log_every", "size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.steps < 0 or self.val_pairs < 0 or self.workers < 0:
+            raise ValueError("steps, val_pairs and workers cannot be negative")
+        if not isinstance(self.model_overrides, dict):
+            raise ValueError(f"model_overrides must be a JSON object, got {self.model_overrides!r}")
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """A :class:`TrainConfig` from JSON-like values, refusing unknown keys and values of the wrong type."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown training config keys {', '.join(unknown)}; known: {', '.join(fields)}")
+    missing = [k for k in ("images", "out_dir") if not values.get(k)]
+    if missing:
+        raise ValueError(f"the training config needs {' and '.join(missing)} (--data / --out)")
+    out = {}
+    for name, value in values.items():
+        f = fields[name]
+        kind = f.type if isinstance(f.type, type) else {"str": str, "int": int, "float": float, "bool": bool,
+                                                        "dict": dict}[str(f.type)]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"training config key {name!r} must be {kind.__name__}, got {value!r}")
+        out[name] = value
+    return TrainConfig(**out)
+
+
+def apply_overrides(config: Any, overrides: dict[str, Any], where: str = "model_overrides") -> Any:
+    """A copy of a (nested) frozen config dataclass with fields replaced; lists become tuples."""
+    names = {f.name for f in dataclasses.fields(config)}
+    changes = {}
+    for key, value in overrides.items():
+        if key not in names:
+            raise ValueError(f"{where}: {type(config).__name__} has no field {key!r} (fields: {', '.join(sorted(names))})")
+        current = getattr(config, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}.{key} must be an object of {type(current).__name__} fields")
+            changes[key] = apply_overrides(current, value, f"{where}.{key}")
+        elif isinstance(current, tuple):
+            changes[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        else:
+            changes[key] = value
+    return dataclasses.replace(config, **changes)
+
+
+def architecture_overrides(overrides: dict[str, Any]) -> list[str]:
+    """Dotted names of the overridden fields that the preset alone cannot reproduce (all but the training-only ones)."""
+    names = []
+    for key, value in overrides.items():
+        allowed = TRAINING_ONLY_OVERRIDES.get(key, ())
+        if isinstance(value, dict):
+            names += [f"{key}.{k}" for k in value if k not in allowed]
+        else:
+            names.append(key)
+    return names
