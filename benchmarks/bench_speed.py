@@ -1,7 +1,7 @@
 """Speed, peak memory and match agreement of LoFTR on one real pair: ours (eager fp32, fast fp32, fast bf16) and
 kornia's LoFTR (fp32), all with the same weights.
 
-    .venv/bin/python benchmarks/bench_speed.py [--size 640x480] [--runs 5] [--threads N]
+    .venv/bin/python benchmarks/bench_speed.py [--size 640x480] [--runs 5] [--threads N] [--compiled]
 
 Timing: every configuration runs once to warm up, then ``--runs`` rounds run each configuration once, in an order
 rotated per round (so a noisy neighbour hurts all of them alike); the table gives the median time and the median of
@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 CONFIGS = ("ours eager fp32", "ours fast fp32", "ours fast bf16", "kornia fp32")
+COMPILED = "ours fast bf16 compiled"  # --compiled: torch.compile of the backbone and coarse transformer (~1 min once)
 
 
 def build(name: str, thr: float) -> torch.nn.Module:
@@ -38,6 +39,8 @@ def build(name: str, thr: float) -> torch.nn.Module:
         return optimize_for_inference(ours)
     if name == "ours fast bf16":
         return optimize_for_inference(ours, dtype=torch.bfloat16)
+    if name == COMPILED:
+        return optimize_for_inference(ours, dtype=torch.bfloat16, compile=True)
     return common.kornia_model(ours, thr=thr)
 
 
@@ -73,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--thr", type=float, default=common.THR, help="coarse threshold (both implementations)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-configuration memory runs")
+    parser.add_argument("--compiled", action="store_true",
+                        help=f"also time '{COMPILED}' (torch.compile; compiling takes about a minute)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     size = tuple(int(v) for v in args.size.lower().split("x"))
@@ -81,28 +86,29 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         return child(args.child, size, args.thr)
 
-    models = {name: build(name, args.thr) for name in CONFIGS}
+    configs = CONFIGS + ((COMPILED,) if args.compiled else ())
+    models = {name: build(name, args.thr) for name in configs}
     img0, img1 = common.load_pair(size)
     data = {"image0": img0, "image1": img1}
-    times: dict[str, list[float]] = {name: [] for name in CONFIGS}
-    ratios: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    ratios: dict[str, list[float]] = {name: [] for name in configs}
     with torch.inference_mode():
         outputs = {name: model(data) for name, model in models.items()}  # warm-up, and the matches compared
         for r in range(args.runs):
-            order = CONFIGS[r % len(CONFIGS):] + CONFIGS[: r % len(CONFIGS)]
+            order = configs[r % len(configs):] + configs[: r % len(configs)]
             round_times = {}
             for name in order:
                 start = time.perf_counter()
                 models[name](data)
                 round_times[name] = time.perf_counter() - start
-            for name in CONFIGS:
+            for name in configs:
                 times[name].append(round_times[name])
                 ratios[name].append(round_times[name] / round_times["kornia fp32"])
             print(f"round {r + 1}: " + ", ".join(f"{n} {t:.2f}s" for n, t in round_times.items()), flush=True)
     memory = {} if args.no_memory else {
         name: common.peak_rss_mib(Path(__file__), name, "--size", args.size, "--thr", str(args.thr),
                                   *(["--threads", str(args.threads)] if args.threads else []))
-        for name in CONFIGS
+        for name in configs
     }
 
     ref = outputs["ours eager fp32"]
@@ -110,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
           f"median of {args.runs} interleaved runs")
     print("| configuration | time (s) | ratio to kornia | peak RSS (MiB) | matches | agreement | max dkp (px) |")
     print("|---|---|---|---|---|---|---|")
-    for name in CONFIGS:
+    for name in configs:
         rss = memory.get(name, {}).get("peak_rss_mib")
         err = common.max_keypoint_error(ref, outputs[name])
         print(f"| {name} | {statistics.median(times[name]):.2f} | {statistics.median(ratios[name]):.3f} | "
