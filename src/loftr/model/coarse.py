@@ -115,8 +115,8 @@ class CoarseMatching(nn.Module):
     confidence would hold more than ``dense_limit`` values: the same matches, no (N, L, S) matrix (and no
     ``conf_matrix`` in the output). ``fast`` (set by :func:`~loftr.model.optimize.optimize_for_inference`) also runs
     the smaller problems without a confidence matrix: one similarity GEMM reduced row block by row block
-    (:func:`~.blockwise.dense_maxima`), so ``conf_matrix`` is None there too. Optimal transport (sinkhorn) always stays dense: its
-    Sinkhorn iterations alternate full row and column normalisations of the whole coupling matrix.
+    (:func:`~.blockwise.dense_maxima`), so ``conf_matrix`` is None there too. Optimal transport (sinkhorn) always
+    stays dense: its Sinkhorn iterations alternate full row and column normalisations of the whole coupling matrix.
     """
 
     def __init__(self, config: CoarseMatchingConfig, dense_limit: int = DENSE_LIMIT) -> None:
@@ -205,8 +205,7 @@ class CoarseMatching(nn.Module):
         inference = not self.training and not torch.is_grad_enabled() and self.config.match_type == "dual_softmax"
         blockwise = inference and n * l * s > self.dense_limit
         if blockwise or (inference and self.fast):
-            conf, maxima = self._inference_confidence(feat0, feat1, flat0, flat1, blockwise)
-            assign = None
+            conf, assign, maxima = None, None, self._inference_maxima(feat0, feat1, flat0, flat1, blockwise)
         else:
             conf, assign = self._confidence(feat0, feat1, flat0, flat1)
             maxima = None
@@ -221,15 +220,16 @@ class CoarseMatching(nn.Module):
                 matches = select_from_maxima(*maxima, thr, valid0, valid1)
         return conf, assign, matches
 
-    def _inference_confidence(self, feat0: torch.Tensor, feat1: torch.Tensor, mask0: torch.Tensor | None,
-                              mask1: torch.Tensor | None, blockwise: bool
-                              ) -> tuple[None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Dual-softmax maxima at inference, in at least float32 (also under autocast): from one similarity GEMM
-        reduced in row blocks, or blockwise (two GEMMs, no (N, L, S) matrix). No confidence matrix is returned."""
+    def _inference_maxima(self, feat0: torch.Tensor, feat1: torch.Tensor, mask0: torch.Tensor | None,
+                          mask1: torch.Tensor | None, blockwise: bool
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Row max, its column and column max of the dual-softmax confidence at inference, in at least float32 (also
+        under autocast), without a confidence matrix: from one similarity GEMM reduced in row blocks, or blockwise
+        (two GEMMs, no (N, L, S) matrix)."""
         dtype = compute_dtype(feat0.dtype)
         temperature = self.config.dsmax_temperature
         with torch.autocast(feat0.device.type, enabled=False):
             f0, f1 = feat0.to(dtype), feat1.to(dtype)
             if blockwise:
-                return None, blockwise_maxima(f0, f1, temperature, mask0, mask1, self.block_rows)
-            return None, dense_maxima(f0, f1, temperature, mask0, mask1)
+                return blockwise_maxima(f0, f1, temperature, mask0, mask1, self.block_rows)
+            return dense_maxima(f0, f1, temperature, mask0, mask1)

@@ -27,8 +27,8 @@ class LoFTROutput:
 
     ``matches`` are in the pixels of the network input; ``coarse`` indexes cells of the flattened coarse maps of
     sizes ``hw0_c`` / ``hw1_c``; ``conf_matrix`` (N, L, S), None where dual-softmax inference ran without it (the fast
-    copy, and large inputs: see :class:`~loftr.model.coarse.CoarseMatching`); ``expec_f`` (M', 3) fine expectation (x, y, std) for the
-    coarse selections (which during training include ground-truth pads); ``feat_c0/1`` transformed coarse tokens;
+    copy, and large inputs: see :class:`~loftr.model.coarse.CoarseMatching`); ``expec_f`` (M', 3) fine expectation
+    (x, y, std) for the coarse selections (which during training include ground-truth pads); ``feat_c0/1`` transformed coarse tokens;
     ``conf_matrix_with_bin`` (N, L+1, S+1) the optimal-transport assignment with its dustbin row and column, kept in
     training mode only (for the sparse loss; None otherwise and for dual-softmax).
     """

@@ -16,6 +16,11 @@ def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
     return F.elu(x) + 1
 
 
+def elu_feature_map_(x: torch.Tensor) -> torch.Tensor:
+    """:func:`elu_feature_map` in place (inference)."""
+    return F.elu(x, inplace=True).add_(1)
+
+
 def linear_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -52,7 +57,7 @@ def linear_attention_(
     eps: float = 1e-6,
 ) -> torch.Tensor:
     """:func:`linear_attention` that overwrites q, k and v (inference): the same operations, no copies of them."""
-    Q, K = F.elu(q, inplace=True).add_(1), F.elu(k, inplace=True).add_(1)
+    Q, K = elu_feature_map_(q), elu_feature_map_(k)
     if q_mask is not None:
         Q.mul_(q_mask[:, :, None, None])
     if kv_mask is not None:
@@ -144,7 +149,7 @@ class EncoderLayer(nn.Module):
         The merge is folded into each head's D×D key-value summary, ``message = (Q / z) (KV W_merge)``, and the heads
         are read through strided views: no per-head copies of q, k, v or of the attention output (one image of the
         batch at a time, so for small batches only)."""
-        Q, K = F.elu(q, inplace=True).add_(1), F.elu(k, inplace=True).add_(1)
+        Q, K = elu_feature_map_(q), elu_feature_map_(k)
         n, l, h, d = Q.shape
         s = v.shape[1]
         v = v.div_(s)  # as the reference, against half-precision overflow of the sums over S
