@@ -12,8 +12,8 @@ from typing import Any
 import cv2
 import torch
 
-from ..cli import _add_model_args, _matcher
 from ..errors import LoFTRError
+from ..options import add_model_args, matcher_from_args
 from .baselines import LoFTRMatcher, PairMatcher, build_baselines, parse_baselines
 from .report import BenchmarkResult
 
@@ -66,7 +66,7 @@ def _matchers(args: argparse.Namespace, resize: tuple[int, int] | None, max_size
     """LoFTR (the chosen model) then the baselines, all matching at the same size."""
     names = () if args.no_baselines else parse_baselines(args.baselines)
     args.resize, args.max_size = (list(resize) if resize else None), (max_size or 0)
-    loftr = LoFTRMatcher(_matcher(args), _loftr_name(args))
+    loftr = LoFTRMatcher(matcher_from_args(args), _loftr_name(args))
     return [loftr, *build_baselines(names, resize=resize, max_size=max_size, device=args.device)]
 
 
@@ -79,7 +79,8 @@ def _config(args: argparse.Namespace, resize: tuple[int, int] | None, max_size: 
             ) -> dict[str, Any]:
     return {"model": None if args.weights else args.model, "weights": args.weights, "preset": args.preset,
             "resize": list(resize) if resize else None, "max_size": max_size, "threshold": args.threshold,
-            "device": args.device, "dtype": args.dtype, "baselines": [] if args.no_baselines else
+            "device": args.device, "dtype": args.dtype, "reference": args.reference,
+            "rotations": args.rotations, "max_pixels": args.max_pixels, "baselines": [] if args.no_baselines else
             list(parse_baselines(args.baselines)), "limit": args.limit, "seed": args.seed, **extra}
 
 
@@ -165,9 +166,8 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- parsers
 def _common(p: argparse.ArgumentParser, default_size: str) -> None:
-    _add_model_args(p)
-    p.set_defaults(max_size=None)  # None = the benchmark's default size, told in the help below
-    p._option_string_actions["--max-size"].help = f"longest image side (default: {default_size}; 0 = keep)"
+    add_model_args(p, default_size=default_size)
+    p.set_defaults(max_size=None)  # None = the benchmark's default size, told in the help
     p.add_argument("--baselines", default="sift,orb",
                    help="comma-separated baselines to run too: sift, orb, lightglue (optional package; skipped "
                         "when not installed) (default: sift,orb)")

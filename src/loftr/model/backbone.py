@@ -93,9 +93,13 @@ class ResNetFPN(nn.Module):
         return coarse, self.fpn(stages, coarse)
 
     def encode(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """(N, 1, H, W) image → the outputs of the ResNet stages, finest (1/2) first."""
-        strips = (self.fast and not self.training and not torch.is_grad_enabled()
-                  and image.shape[0] * image.shape[2] * image.shape[3] > self.strip_pixels
+        """(N, 1, H, W) image → the outputs of the ResNet stages, finest (1/2) first. At inference (eval mode, no
+        autograd) the stem of a large image runs in strips (:mod:`.strips`); the fast copy (``fast``) also takes the
+        image in its weights' dtype."""
+        inference = not self.training and not torch.is_grad_enabled()
+        if self.fast and inference:
+            image = image.to(self.conv1.weight.dtype)
+        strips = (inference and image.shape[0] * image.shape[2] * image.shape[3] > self.strip_pixels
                   and all(b.downsample is None for b in self.layer1))
         if strips:
             from .strips import stem_in_strips

@@ -93,7 +93,7 @@ class LoFTR(nn.Module):
         )
         self.loftr_fine = LocalFeatureTransformer(cfg.fine)
         self.fast = False  # inference shortcuts: see loftr.model.optimize
-        self.lazy_fine = False  # fast inference computes the fine map only around the coarse matches
+        self.lazy_fine = True  # inference (fast, or plain on large images): fine map only around the coarse matches
         self.batch_pixels = BATCH_PIXELS
         self.backbone_autocast: torch.dtype | None = None  # training: run the backbone (only) under this autocast
         self.eval()
@@ -112,13 +112,20 @@ class LoFTR(nn.Module):
 
         Fast inference casts the images to the weights' dtype and memory format, runs large images one at a time
         (more than ``batch_pixels`` pixels together), and with ``lazy_fine`` returns :class:`LazyFineMap` fine maps.
+        The plain module does the same at inference (eval mode, autograd off) for large images only, so that a
+        kornia-style ``model.eval()`` under ``torch.inference_mode()`` has the memory bound too; training mode and
+        small images take the reference path.
         """
-        if not self.fast_inference():
+        inference = not self.training and not torch.is_grad_enabled()
+        large = image0.numel() + image1.numel() > self.batch_pixels
+        if self.backbone_autocast is not None or not (self.fast_inference() or (inference and large)):
             if self.backbone_autocast is not None:  # low-precision convolutions, float32 maps for everything after
                 with torch.autocast(image0.device.type, dtype=self.backbone_autocast):
                     maps = self._extract_reference(image0, image1)
                 return tuple(t.float() for t in maps)
             return self._extract_reference(image0, image1)
+        if not self.fast:  # the plain module at inference on large images: the same maps in bounded memory
+            return (*self._backbone_fast(image0), *self._backbone_fast(image1))
         weight = self.backbone.conv1.weight
         nhwc = weight.is_contiguous(memory_format=torch.channels_last)
         image0, image1 = (_as_layout(im.to(weight.dtype), nhwc) for im in (image0, image1))

@@ -21,6 +21,7 @@ does.
 from __future__ import annotations
 
 import copy
+import sys
 
 import torch
 from torch import nn
@@ -70,6 +71,15 @@ def set_fast(model: nn.Module, fast: bool = True) -> nn.Module:
     return model
 
 
+def without_shortcuts(model: LoFTR) -> LoFTR:
+    """Switches off, in place, every inference shortcut of ``model``: those of ``fast`` and the size-triggered ones of
+    the plain module (large images one at a time with the stem in strips and a lazy fine map, blockwise coarse
+    matching), so that it always runs the reference stages, e.g. to trace them for export."""
+    set_fast(model, False)
+    model.batch_pixels = model.backbone.strip_pixels = model.coarse_matching.dense_limit = sys.maxsize
+    return model
+
+
 def optimize_for_inference(model: LoFTR, *, dtype: torch.dtype | None = None, channels_last: bool = True,
                            fold_bn: bool = True, lazy_fine: bool = True, dense_limit: int | None = None, block_rows: int | None = None,
                            compile: bool = False, compile_backend: str = "inductor") -> LoFTR:
@@ -104,4 +114,4 @@ def optimize_for_inference(model: LoFTR, *, dtype: torch.dtype | None = None, ch
     return fused
 
 
-__all__ = ["fold_batchnorm", "fold_batchnorms", "optimize_for_inference", "set_fast"]
+__all__ = ["fold_batchnorm", "fold_batchnorms", "optimize_for_inference", "set_fast", "without_shortcuts"]
