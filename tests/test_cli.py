@@ -147,10 +147,11 @@ def test_the_installed_command_exits_1_on_a_user_error(tmp_path: Path) -> None:
     assert run.returncode == 1 and run.stderr == f"loftr: error: image file {tmp_path / 'a.png'} does not exist\n"
 
 
-def test_match_fast_flag_gives_the_same_matches(tmp_path: Path) -> None:
+def test_match_reference_flag_gives_the_same_matches(tmp_path: Path) -> None:
     args = ["match", str(photo(TUM0)), str(photo(TUM1)), "--max-size", "320"]  # the bundled weights
-    assert main([*args, "--save-matches", str(tmp_path / "ref.npz")]) == 0
-    assert main([*args, "--fast", "--save-matches", str(tmp_path / "fast.npz")]) == 0
+    assert main([*args, "--reference", "--save-matches", str(tmp_path / "ref.npz")]) == 0
+    assert main([*args, "--save-matches", str(tmp_path / "fast.npz")]) == 0  # the fast path, by default
+    assert main([*args, "--fast", "--save-matches", str(tmp_path / "old.npz")]) == 0  # old scripts keep working
     ref, fast = np.load(tmp_path / "ref.npz"), np.load(tmp_path / "fast.npz")
     assert len(ref["confidence"]) == len(fast["confidence"]) > 0
     order_r, order_f = np.lexsort(ref["keypoints0"].T), np.lexsort(fast["keypoints0"].T)

@@ -18,49 +18,13 @@ from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
 from .errors import LoFTRError
+from .options import add_model_args, matcher_from_args
 
 EXIT_OK, EXIT_USER, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Modules that add sub-commands: each defines ``register(subparsers)``, which adds its parsers with
 # ``set_defaults(func=...)``; a func takes the parsed args and returns an exit code.
 SUBCOMMAND_MODULES = ("loftr.eval.cli", "loftr.pipeline.cli", "loftr.inspect", "loftr.serve", "loftr.train.cli")
-
-
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", default="default", help="registry name of the weights (see `loftr weights list`)")
-    src.add_argument("--weights", help="a checkpoint file (official .ckpt, kornia, .pt/.pth, .safetensors)")
-    p.add_argument("--preset", help="model preset the weights need (outdoor_ds, indoor_ds, indoor_ds_new, "
-                   "outdoor_ot, indoor_ot, tiny_ds); read from the file's metadata when absent")
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--resize", nargs=2, type=int, metavar=("W", "H"), help="resize both images to W x H")
-    size.add_argument("--max-size", type=int, default=640, help="longest image side (default 640; 0 = keep)")
-    p.add_argument("--threshold", type=float, help="coarse confidence threshold (default 0.2)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
-    p.add_argument("--fast", action="store_true",
-                   help="match with the optimised inference copy (same matches up to float rounding, ~1.7x faster on "
-                   "CPU; with --dtype bf16 on CPU: bfloat16 weights)")
-
-
-def _add_max_pixels(p: argparse.ArgumentParser) -> None:
-    from .io import MAX_PIXELS
-
-    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
-                   help=f"limit on the pixels of each network input: larger ones are downscaled with a warning "
-                   f"(default {MAX_PIXELS}; 0 = no limit, at the risk of running out of memory)")
-
-
-def _matcher(args: argparse.Namespace, max_matches: int | None = None):
-    from .io import MAX_PIXELS
-    from .matcher import Matcher
-
-    max_pixels = getattr(args, "max_pixels", MAX_PIXELS)
-    return Matcher(args.model, weights=args.weights, preset=args.preset,
-                   resize=tuple(args.resize) if args.resize else None,
-                   max_size=None if args.resize or not args.max_size else args.max_size,
-                   threshold=args.threshold, max_matches=max_matches, device=args.device, dtype=args.dtype,
-                   max_pixels=max_pixels or None, fast=getattr(args, "fast", False))
 
 
 def save_matches(matches, path: str | Path) -> Path:
@@ -94,7 +58,7 @@ def _run_match(args: argparse.Namespace):
     if args.save_matches and Path(args.save_matches).suffix not in (".npz", ".json"):
         raise LoFTRError(f"--save-matches must end in .npz or .json, got {Path(args.save_matches).name}")
     images = [read_image(p) for p in (args.image0, args.image1)]  # a bad file is reported before loading the model
-    matcher = _matcher(args, args.max_matches)
+    matcher = matcher_from_args(args, args.max_matches)
     matches = matcher(images[0], images[1], names=(args.image0, args.image1))
     print(f"Matches: {len(matches)}")
     if args.save_matches:
@@ -169,19 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("match", help="match two images; print the count, write the figure and/or the matches")
     p.add_argument("image0")
     p.add_argument("image1")
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument("--max-matches", type=int, help="keep the K most confident matches")
     p.add_argument("--out", help="figure file (.pdf, .png or .svg)")
     p.add_argument("--save-matches", help="matches file (.npz or .json)")
-    _add_max_pixels(p)
     p.set_defaults(func=cmd_match)
 
     p = sub.add_parser("demo", help="offline demo: match the Motorcycle stereo pair scikit-image ships, score it "
                        "against its ground-truth disparity, write the figure")
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument("--out", default="motorcycle_matches.pdf", help="figure file (.pdf, .png or .svg)")
     p.add_argument("--save-matches", help="matches file (.npz or .json)")
-    _add_max_pixels(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("weights", help="known checkpoints: list, download NAME, info PATH, export CKPT OUT")

@@ -194,8 +194,8 @@ def coarse_features(matcher_or_model: Matcher | LoFTR, image0: ImageLike | Prepa
     """
     if isinstance(matcher_or_model, Matcher):
         matcher = matcher_or_model
-    else:  # keep the model where it is
-        matcher = Matcher(matcher_or_model, device=next(matcher_or_model.parameters()).device)
+    else:  # the model as it is (no fast copy), where it is
+        matcher = Matcher(matcher_or_model, device=next(matcher_or_model.parameters()).device, fast=False)
     net = matcher.model
     p0, p1 = _prepared(matcher, image0), _prepared(matcher, image1)
     inp = coarse_inputs(net, p0, p1)
@@ -244,13 +244,13 @@ def _check_out(path: str) -> None:
 
 def cmd_pca(args: argparse.Namespace) -> int:
     """loftr pca: PCA colourings of the coarse maps before and after the Transformer, fitted on both images."""
-    from .cli import _matcher
+    from .options import matcher_from_args
     from .io import read_image
     from .viz import pca_rgb, plot_pca
 
     _check_out(args.out)
     images = [read_image(p) for p in (args.image0, args.image1)]
-    feats = coarse_features(_matcher(args), images[0], images[1])
+    feats = coarse_features(matcher_from_args(args), images[0], images[1])
     rows = {
         "backbone": pca_rgb(feats["backbone0"], feats["backbone1"]),
         "transformed": pca_rgb(feats["transformed0"], feats["transformed1"]),
@@ -265,13 +265,13 @@ def cmd_pca(args: argparse.Namespace) -> int:
 
 def cmd_attention(args: argparse.Namespace) -> int:
     """loftr attention: one row per coarse layer, the attention of the query of image0 on its source image."""
-    from .cli import _matcher
+    from .options import matcher_from_args
     from .io import read_image
     from .viz import plot_heatmaps
 
     _check_out(args.out)
     images = [read_image(p) for p in (args.image0, args.image1)]
-    matcher = _matcher(args)
+    matcher = matcher_from_args(args)
     p0, p1 = matcher.prepare(images[0]), matcher.prepare(images[1])
     layers = attention_maps(matcher.model, p0, p1, tuple(args.query))
     plot_heatmaps(images[0], images[1], [d["heat0"] for d in layers], [d["heat1"] for d in layers],
@@ -283,12 +283,12 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add ``pca`` and ``attention`` to the ``loftr`` sub-commands."""
-    from .cli import _add_model_args
+    from .options import add_model_args
 
     p = sub.add_parser("pca", help="PCA colours of the coarse features before and after the Transformer")
     p.add_argument("image0")
     p.add_argument("image1")
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument("--out", default="pca.png", help="figure file (.pdf, .png or .svg; default pca.png)")
     p.set_defaults(func=cmd_pca)
 
@@ -297,6 +297,6 @@ def register(sub: Any) -> None:
     p.add_argument("image1")
     p.add_argument("--query", nargs=2, type=float, required=True, metavar=("X", "Y"),
                    help="query point in original pixels of image0")
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument("--out", default="attention.png", help="figure file (.pdf, .png or .svg; default attention.png)")
     p.set_defaults(func=cmd_attention)

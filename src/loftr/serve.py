@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import LoFTRError
+from .io import MAX_PIXELS
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ class FormError(LoFTRError, ValueError):
 @dataclass(frozen=True)
 class ServeOptions:
     """What ``loftr serve`` was started with: the default model (a registry name, or a ``weights`` file with its
-    ``preset``), the resize rule, the default threshold (None: the preset's), device, dtype and the picture folder."""
+    ``preset``), the resize rule, the default threshold (None: the preset's), device, dtype, the inference path
+    (``fast``, the default, or the reference module), the pixel limit, test-time rotations and the picture folder."""
 
     model: str = "default"
     weights: str | None = None
@@ -56,6 +58,9 @@ class ServeOptions:
     device: str = "cpu"
     dtype: str = "fp32"
     images_dir: str | None = None
+    fast: bool = True
+    max_pixels: int | None = MAX_PIXELS
+    rotations: int = 1
 
 
 class ModelCache:
@@ -84,7 +89,7 @@ class ModelCache:
 
     def get(self, name: str) -> Any:
         """The model of choice ``name`` (loaded on first use); FormError for a name not offered."""
-        from .matcher import build_model
+        from .matcher import Matcher, build_model
 
         if name not in self.choices():
             raise FormError(f"unknown model {name!r}; choose one of {', '.join(self.choices())}")
@@ -95,7 +100,8 @@ class ModelCache:
                 else:
                     net = build_model(name, preset=self.options.preset if name == self._requested else None)
                 log.info("loaded model %s", name)
-                self._models[name] = net
+                opts = self.options  # the fast inference copy (by default) made once, not per request
+                self._models[name] = Matcher(net, device=opts.device, dtype=opts.dtype, fast=opts.fast).model
             return self._models[name]
 
 
@@ -153,7 +159,8 @@ def run_pair(net: Any, image0: np.ndarray, image1: np.ndarray, *, names: tuple[s
     from .viz import plot_matches
 
     matcher = Matcher(net, resize=options.resize, max_size=options.max_size, threshold=threshold,
-                      device=options.device, dtype=options.dtype)
+                      device=options.device, dtype=options.dtype, fast=options.fast, max_pixels=options.max_pixels,
+                      rotations=options.rotations)
     m = matcher(image0, image1).numpy()
     m.pop("batch_indexes")
     extra, note = _fit_geometry(geometry, m["keypoints0"], m["keypoints1"])
@@ -390,10 +397,13 @@ document.getElementById("match-form").addEventListener("submit", function () {
 
 # --------------------------------------------------------------------------------------------------------- CLI
 def _options(args: argparse.Namespace) -> ServeOptions:
-    return ServeOptions(model=args.model, weights=args.weights, preset=args.preset,
-                        max_size=None if args.resize or not args.max_size else args.max_size,
-                        resize=tuple(args.resize) if args.resize else None, threshold=args.threshold,
-                        device=args.device, dtype=args.dtype, images_dir=args.images)
+    from .options import matcher_kwargs
+
+    kw = matcher_kwargs(args)
+    return ServeOptions(model=args.model, weights=kw["weights"], preset=kw["preset"], max_size=kw["max_size"],
+                        resize=kw["resize"], threshold=kw["threshold"], device=kw["device"], dtype=kw["dtype"],
+                        images_dir=args.images, fast=kw["fast"], max_pixels=kw["max_pixels"],
+                        rotations=kw["rotations"])
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -436,11 +446,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add ``serve`` to the ``loftr`` sub-commands."""
-    from .cli import _add_model_args
+    from .options import add_model_args
 
     p = sub.add_parser("serve", help="local web viewer: upload two images, see and download their matches")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
     p.add_argument("--images", metavar="DIR", help="a folder of pictures to pick from on the page")
-    _add_model_args(p)
+    add_model_args(p)
     p.set_defaults(func=cmd_serve)

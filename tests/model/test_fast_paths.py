@@ -14,7 +14,7 @@ from loftr.model.fine import gather_windows
 from loftr.model.lazy_fine import LazyFineMap
 from loftr.model.optimize import fold_batchnorms, optimize_for_inference, set_fast
 
-from ..conftest import TUM0, TUM1, load_grey, photo, randomize
+from ..conftest import TUM0, TUM1, load_grey, match_agreement, photo, randomize
 
 
 @pytest.fixture(scope="module")
@@ -248,15 +248,7 @@ def test_bf16_mode_agrees_with_fp32() -> None:
     with torch.inference_mode():
         ref, got = model({"image0": img0, "image1": img1}), low({"image0": img0, "image1": img1})
     assert len(ref["keypoints0"]) > 100 and got["keypoints0"].dtype == torch.float32
-    assert _agreement(ref, got) >= 0.9
-
-
-def _agreement(ref: dict, other: dict) -> float:
-    """Matches with the same keypoint0 and keypoint1 within 1 px, over the larger set."""
-    k0 = {tuple(p): q for p, q in zip(ref["keypoints0"].round().int().tolist(), ref["keypoints1"])}
-    common = sum(1 for p, q in zip(other["keypoints0"].round().int().tolist(), other["keypoints1"])
-                 if tuple(p) in k0 and float((k0[tuple(p)] - q).norm()) <= 1.0)
-    return common / max(len(ref["keypoints0"]), len(other["keypoints0"]))
+    assert match_agreement(ref, got) >= 0.9
 
 
 def test_fast_copy_under_autocast() -> None:
@@ -269,7 +261,7 @@ def test_fast_copy_under_autocast() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = optimize_for_inference(model).run(img0, img1)
     assert out.expec_f.dtype == torch.float32 and out.matches.keypoints1.dtype == torch.float32
-    assert _agreement(ref, out.matches.to_dict()) >= 0.9
+    assert match_agreement(ref, out.matches.to_dict()) >= 0.9
 
 
 def test_compiled_copy_gives_the_same_matches() -> None:
@@ -282,20 +274,25 @@ def test_compiled_copy_gives_the_same_matches() -> None:
     torch.testing.assert_close(got.matches.keypoints1, ref.matches.keypoints1, atol=1e-4, rtol=0)
 
 
-def test_matcher_fast_option() -> None:
+def test_matcher_is_fast_by_default_with_the_reference_matches() -> None:
+    import loftr
     from loftr import Matcher
     from loftr.errors import LoFTRError
 
     img0 = photo("LightGlue__assets_DSC_0410.JPG")
     img1 = photo("LightGlue__assets_DSC_0411.JPG")
-    ref = Matcher(max_size=320)(img0, img1)
-    fast = Matcher(max_size=320, fast=True)
+    reference = Matcher(max_size=320, fast=False)
+    ref = reference(img0, img1)
+    fast = Matcher(max_size=320)
     got = fast(img0, img1)
-    assert fast.model.fast and len(got) == len(ref) > 50
+    assert fast.model.fast and not reference.model.fast and len(got) == len(ref) > 50
+    torch.testing.assert_close(got.keypoints0, ref.keypoints0, atol=1e-3, rtol=0)
     torch.testing.assert_close(got.keypoints1, ref.keypoints1, atol=1e-3, rtol=0)
-    assert Matcher(max_size=320, fast=True, dtype="bf16").model.backbone.conv1.weight.dtype == torch.bfloat16
+    torch.testing.assert_close(loftr.match(img0, img1, max_size=320).keypoints1, ref.keypoints1, atol=1e-3, rtol=0)
+    assert loftr.matcher._cached_matcher("default", None, None, "cpu", True, "fp32").model.fast  # match() is fast
+    assert Matcher(max_size=320, dtype="bf16").model.backbone.conv1.weight.dtype == torch.bfloat16
     with pytest.raises(LoFTRError, match="fast"):
-        Matcher(compile=True)
+        Matcher(compile=True, fast=False)
 
 
 @pytest.mark.parametrize("size", [(97, 130), (250, 333)])

@@ -38,9 +38,9 @@ def _pairs(args: argparse.Namespace, matcher=None) -> list[tuple[str, str]]:
         return exhaustive_pairs(names)
     if args.sequential is not None:
         return sequential_pairs(names, args.sequential)
-    from ..cli import _matcher
+    from ..options import matcher_from_args
 
-    matcher = matcher or _matcher(args)
+    matcher = matcher or matcher_from_args(args)
     desc = global_descriptors(matcher, [Path(args.images_dir) / n for n in names])
     return retrieval_pairs(names, desc, args.retrieval)
 
@@ -69,12 +69,12 @@ def _init_distributed(args: argparse.Namespace) -> bool:
 
 
 def cmd_match_pairs(args: argparse.Namespace) -> int:
-    from ..cli import _matcher
+    from ..options import matcher_from_args
     from .batch import match_pairs
 
     started = _init_distributed(args)
     try:
-        matcher = _matcher(args, args.max_matches)
+        matcher = matcher_from_args(args, args.max_matches)
         pairs = _pairs(args, matcher)
         s = match_pairs(matcher, args.images_dir, pairs, args.out, batch_size=args.batch_size, workers=args.workers,
                         quantize=args.quantize, commit_every=args.commit_every, overwrite=args.overwrite,
@@ -101,10 +101,10 @@ def cmd_merge_matches(args: argparse.Namespace) -> int:
 
 
 def cmd_sfm(args: argparse.Namespace) -> int:
-    from ..cli import _matcher
+    from ..options import matcher_from_args
     from .colmap import run_sfm
 
-    matcher = _matcher(args)
+    matcher = matcher_from_args(args)
     if not (args.pairs or args.exhaustive or args.sequential or args.retrieval):
         args.sequential = 5
     pairs = _pairs(args, matcher)
@@ -122,12 +122,15 @@ def cmd_sfm(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..cli import _matcher
+    from ..options import matcher_from_args
     from .export import OnnxMatcher, compare_matches, export_onnx, fine_path
 
     if not args.dynamic and (args.height is None or args.width is None):
         raise PipelineError("give --height and --width, or --dynamic")
-    matcher = _matcher(args)
+    from ..model.optimize import without_shortcuts
+
+    matcher = matcher_from_args(args, fast=False)
+    without_shortcuts(matcher.model)  # the graphs are traced from the plain reference stages
     coarse, fine = export_onnx(matcher.model, args.output, height=args.height, width=args.width,
                                dynamic=args.dynamic)
     print(f"coarse graph written to {coarse}, fine graph to {fine_path(coarse)}")
@@ -149,13 +152,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the pipeline's sub-commands to the ``loftr`` parser."""
-    from ..cli import _add_model_args
+    from ..options import add_model_args
 
     p = sub.add_parser("pairs", help="write an hloc pairs file for a folder of images")
     p.add_argument("images_dir")
     _add_pair_source(p)
     p.add_argument("--out", required=True, help="pairs file to write")
-    _add_model_args(p)
+    add_model_args(p)
     p.set_defaults(func=cmd_pairs)
 
     p = sub.add_parser("match-pairs", help="match many pairs into one HDF5 file (resumable; torchrun for several "
@@ -167,7 +170,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-matches", type=int, help="keep the K most confident matches of each pair")
     p.add_argument("--commit-every", type=int, default=64, help="pairs between safe commits (default 64)")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
-    _add_model_args(p)
+    add_model_args(p)
     p.set_defaults(func=cmd_match_pairs)
 
     p = sub.add_parser("merge-matches", help="merge part files (e.g. OUT.rank*.h5 of a distributed run) into one")
@@ -186,7 +189,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-matches", type=int, default=15, help="fewest verified matches of a pair (default 15)")
     p.add_argument("--init-min-inliers", type=int, default=30, help="fewest inliers of the initial pair")
     p.add_argument("--abs-pose-min-inliers", type=int, default=15, help="fewest inliers to register an image")
-    _add_model_args(p)
+    add_model_args(p)
     p.set_defaults(func=cmd_sfm)
 
     p = sub.add_parser("export", help="export the model: `loftr export onnx OUT.onnx`")
@@ -197,5 +200,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dynamic", action="store_true", help="any input size (sides up to 2048 px)")
     p.add_argument("--verify", nargs=2, metavar=("IMAGE0", "IMAGE1"),
                    help="match a pair with onnxruntime and with the eager model, print the agreement")
-    _add_model_args(p)
+    add_model_args(p)
     p.set_defaults(func=cmd_export)
