@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-DATASETS = ("photos", "scannet", "megadepth")
+DATASETS = ("photos", "scenes", "scannet", "megadepth")
 # preset fields a run may change without making its weights need another config than the preset's
 TRAINING_ONLY_OVERRIDES = {"match_coarse": ("train_coarse_percent", "train_pad_num_gt_min")}
 
@@ -26,7 +26,7 @@ class TrainConfig:
     images: str = field(metadata={"help": "photo folder (dataset photos) or the ScanNet/MegaDepth data root"})
     out_dir: str = field(metadata={"help": "run folder: last.pt, config.json, log.jsonl, stepNNNNNN.pt"})
     preset: str = _f("tiny_ds", "model preset (see loftr.config.PRESETS)")
-    size: int = _f(256, "photos: crop side; scannet: width (height 3/4 of it); megadepth: longest side, padded square")
+    size: int = _f(256, "photos: crop side; scenes, scannet: width (height 3/4 of it); megadepth: longest side, padded square")
     batch_size: int = _f(4, "pairs per step and rank")
     steps: int = _f(20000, "total optimizer steps (the cosine schedule ends there)")
     lr: float = _f(1e-3, "peak learning rate of AdamW")
@@ -42,7 +42,8 @@ class TrainConfig:
     holdout: int = _f(8, "photos: every holdout-th photo gives the validation pairs and is not trained on (0: none)")
     bf16: bool = _f(False, "bfloat16 autocast of the backbone (CPU with AVX512-BF16/AMX, or GPU)")
     fp16: bool = _f(False, "float16 autocast of the backbone with a gradient scaler (CUDA only)")
-    dataset: str = _f("photos", "photos (homographic self-supervision), scannet or megadepth")
+    dataset: str = _f("photos", "photos (homographic pairs), scenes (synthetic 3D scenes textured from the photos, "
+                                "exact depth), scannet or megadepth")
     index: str = _f("", "scannet/megadepth: training index (.npz, folder of .npz, or .txt list of names)")
     intrinsics: str = _f("", "scannet: intrinsics.npz (default: found next to or above the index)")
     val_index: str = _f("", "scannet/megadepth: validation index (default: pairs spread over the training index)")
@@ -53,6 +54,7 @@ class TrainConfig:
     device: str = _f("auto", "auto (cuda if available), cpu, cuda or cuda:N; under torchrun cuda:LOCAL_RANK")
     workers: int = _f(0, "data-loading worker processes per rank")
     log_every: int = _f(10, "steps between loss records in log.jsonl")
+    minutes: float = _f(0.0, "stop (with a checkpoint and a validation) after this many minutes of this process; 0: no limit")
     sync_bn: bool = _f(True, "multi-GPU: synchronise BatchNorm statistics across ranks (CUDA only)")
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset, Sampler
 from .config import TrainConfig
 from .data import HomographyPairs, list_images
 from .datasets import MEGADEPTH_MIN_OVERLAP, SCANNET_MIN_OVERLAP, MegaDepthPairs, ScanNetPairs
+from .scenes import ScenePairs
 
 
 def split_holdout(images: list[Path], every: int) -> tuple[list[Path], list[Path]]:
@@ -77,6 +78,13 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, bool]:
         val_images, train_images = split_holdout(images, cfg.holdout)
         val = HomographyPairs(val_images, cfg.size, cfg.val_pairs, seed=cfg.seed + 1000)
         data = HomographyPairs(train_images, cfg.size, length=cfg.batch_size * cfg.checkpoint_every, seed=cfg.seed)
+        return data, val, True
+    if cfg.dataset == "scenes":
+        images = list_images(cfg.images)
+        val_images, train_images = split_holdout(images, cfg.holdout)
+        size = (cfg.size // 8 * 8, cfg.size * 3 // 4 // 8 * 8)
+        val = ScenePairs(val_images, size, cfg.val_pairs, seed=cfg.seed + 1000)
+        data = ScenePairs(train_images, size, length=cfg.batch_size * cfg.checkpoint_every, seed=cfg.seed)
         return data, val, True
     if not cfg.index:
         raise ValueError(f"dataset {cfg.dataset} needs an index (--index)")

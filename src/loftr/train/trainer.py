@@ -265,10 +265,23 @@ class Trainer:
                     log.info("step %d/%d loss %.4f (coarse %.4f, fine %.4f) lr %.3g, %.2f s/step", self.step,
                              cfg.steps, record["loss"], record["loss_c"], record["loss_f"], record["lr"],
                              record["sec_per_step"])
-            if self.step % cfg.checkpoint_every == 0 or self.step == stop:
+            out_of_time = self._out_of_time(started)
+            if self.step % cfg.checkpoint_every == 0 or self.step == stop or out_of_time:
                 self.save()
-            if logf is not None and (self.step % cfg.validate_every == 0 or self.step == cfg.steps):
+            if logf is not None and (self.step % cfg.validate_every == 0 or self.step == cfg.steps or out_of_time):
                 self._validate(logf)
+            if out_of_time:
+                log.info("time budget of %g minutes spent at step %d", cfg.minutes, self.step)
+                break
+
+    def _out_of_time(self, started: float) -> bool:
+        """Whether the ``minutes`` budget of this process is spent (rank 0 decides for every rank)."""
+        if self.cfg.minutes <= 0:
+            return False
+        flag = torch.tensor([float(time.time() - started > self.cfg.minutes * 60)], device=self.proc.device)
+        if self.proc.world > 1:
+            dist.broadcast(flag, 0)
+        return bool(flag.item())
 
 
 def train(cfg: TrainConfig, *, until: int | None = None) -> Path:
