@@ -1,5 +1,6 @@
 """``loftr eval BENCH``: run LoFTR and the baselines on a benchmark, write results.json + results.md, print the
-table. Benchmarks: pose (ScanNet-1500 / MegaDepth-1500), homography (HPatches), wxbs, stereo, synthetic."""
+table. Benchmarks: pose (ScanNet-1500 / MegaDepth-1500), posed (real scenes with known cameras), homography
+(HPatches), wxbs, stereo, synthetic."""
 
 from __future__ import annotations
 
@@ -113,6 +114,25 @@ def cmd_pose(args: argparse.Namespace) -> int:
     return _finish(result, args)
 
 
+def cmd_posed(args: argparse.Namespace) -> int:
+    from . import posed
+
+    root = _data_root(args.root, "posed", "posed-scenes")
+    protocol = posed.PROTOCOL
+    if args.ransac_threshold is not None:
+        from dataclasses import replace
+
+        protocol = replace(protocol, ransac_threshold=args.ransac_threshold)
+    loaded = posed.read_posed(root, args.gaps, args.stride, args.scenes)
+    _seed(args.seed)
+    resize, max_size = _sizes(args, None, protocol.max_size)
+    config = _config(args, resize, max_size, root=str(root), gaps=list(args.gaps), stride=args.stride,
+                     scenes=args.scenes)
+    result = posed.run(loaded.limited(args.limit), _matchers(args, resize, max_size), protocol,
+                       progress=not args.no_progress, config=config)
+    return _finish(result, args)
+
+
 def cmd_homography(args: argparse.Namespace) -> int:
     from . import homography
 
@@ -180,7 +200,7 @@ def _common(p: argparse.ArgumentParser, default_size: str) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``loftr eval BENCH`` to the ``loftr`` command."""
-    p = subparsers.add_parser("eval", help="benchmarks: pose, homography, wxbs, stereo, synthetic (LoFTR and "
+    p = subparsers.add_parser("eval", help="benchmarks: pose, posed, homography, wxbs, stereo, synthetic (LoFTR and "
                               "baselines; writes results.json and results.md, prints the table)")
     bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCH")
 
@@ -195,6 +215,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--ransac-threshold", type=float, help="essential-matrix threshold in pixels (default 0.5)")
     _common(b, "scannet 640x480 (--resize), megadepth 840")
     b.set_defaults(func=cmd_pose)
+
+    b = bench.add_parser("posed", help="relative pose on real multi-view scenes with known cameras (fox, castle): "
+                         "pairs at several frame gaps, AUC@5/10/20 per scene")
+    b.add_argument("root", nargs="?", help="folder of scenes (images/ + cameras.json each) or one scene (default: "
+                   "the shared data's posed)")
+    b.add_argument("--gaps", type=int, nargs="+", default=[1, 2, 4, 8], help="frame gaps of the pairs (default 1 2 4 8)")
+    b.add_argument("--stride", type=int, default=3, help="a pair starts every STRIDE views (default 3)")
+    b.add_argument("--scenes", nargs="+", help="only these scenes (folder names)")
+    b.add_argument("--ransac-threshold", type=float, help="essential-matrix threshold in pixels (default 0.5)")
+    _common(b, "640")
+    b.set_defaults(func=cmd_posed)
 
     b = bench.add_parser("homography", help="HPatches: corner-error AUC, illumination and viewpoint splits")
     b.add_argument("root", help="HPatches folder (i_* and v_* sequences)")
