@@ -127,10 +127,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if not args.dynamic and (args.height is None or args.width is None):
         raise PipelineError("give --height and --width, or --dynamic")
-    from ..model.optimize import without_shortcuts
-
-    matcher = matcher_from_args(args, fast=False)
-    without_shortcuts(matcher.model)  # the graphs are traced from the plain reference stages
+    matcher = matcher_from_args(args, fast=False)  # export_onnx traces the plain stages of any model
     coarse, fine = export_onnx(matcher.model, args.output, height=args.height, width=args.width,
                                dynamic=args.dynamic)
     print(f"coarse graph written to {coarse}, fine graph to {fine_path(coarse)}")

@@ -16,6 +16,7 @@ a side, the positional table's extent).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import warnings
@@ -123,7 +124,9 @@ def export_onnx(model: "LoFTR", path: str | Path, *, height: int | None = 480, w
                             f"got {height}x{width}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval().float()
+    from ..model.optimize import without_shortcuts
+
+    model = without_shortcuts(copy.deepcopy(model)).eval().float()  # the plain stages, also of a fast copy
     coarse, fine = CoarseGraph(model).eval(), FineGraph(model).eval()
     h1, w1 = (height + stride, width - stride) if dynamic else (height, width)  # dynamic: trace distinct sizes
     img0, img1 = torch.rand(1, 1, height, width), torch.rand(1, 1, h1, w1)
