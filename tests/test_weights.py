@@ -301,3 +301,19 @@ def test_stale_partial_downloads_are_removed(serve, tiny: LoFTR, tmp_path: Path)
     os.utime(old, (two_hours_ago, two_hours_ago))
     W.download(name, progress=False)
     assert not old.exists() and live.exists()
+
+
+def test_weights_import_the_model_never_the_reverse() -> None:
+    import ast
+
+    import loftr
+    from loftr import model as bare
+
+    src = Path(loftr.__file__).parent / "model"
+    for path in src.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert "weights" not in (node.module or ""), f"{path.name} imports {node.module}"
+    assert issubclass(loftr.LoFTR, bare.LoFTR)
+    with pytest.raises(TypeError, match="loftr.LoFTR"):
+        bare.LoFTR("tiny_ds", weights="default")

@@ -8,7 +8,7 @@
 from .config import PRESETS, LoFTRConfig, get_preset
 from .errors import ImageError, LoFTRError, WeightsError
 from .matcher import Matcher, match
-from .model import LoFTR
+from .weights import LoFTR  # the network of loftr.model with a `weights` argument
 from .types import Matches
 
 __all__ = ["LoFTR", "LoFTRConfig", "Matcher", "Matches", "PRESETS", "get_preset", "match", "LoFTRError",

@@ -102,10 +102,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
     elif args.action == "export":
         if not args.target or not args.output:
             raise LoFTRError("usage: loftr weights export CHECKPOINT OUT.safetensors --preset P")
-        from .model import LoFTR
-
         preset = args.preset or weights.read_state_dict(args.target)[1].get("preset") or "outdoor_ds"
-        model = LoFTR(preset, weights=args.target)
+        model = weights.LoFTR(preset, weights=args.target)
         out = weights.save_safetensors(model, args.output, preset=preset)
         print(f"{out} ({out.stat().st_size / 1e6:.1f} MB, fp16, preset {preset}, sha256 {weights.sha256_of(out)})")
     elif args.action == "info":

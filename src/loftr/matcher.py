@@ -41,17 +41,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def build_model(model: str = "default", weights: str | Path | None = None, preset: str | None = None) -> LoFTR:
     """A LoFTR with weights: a registry name (``model``) or a file (``weights``, with ``preset`` or the preset of
     the file's metadata, else outdoor_ds)."""
-    from .weights import lookup, read_state_dict
+    from .weights import load_weights, lookup, read_state_dict
 
     if weights is not None:
         if preset is None:
             _, meta = read_state_dict(weights)
             preset = meta.get("preset", "outdoor_ds")
-        return LoFTR(preset, weights=weights)
+        return load_weights(LoFTR(preset), weights)
     entry = lookup(model)
     if preset is not None and preset != entry.preset:
         raise WeightsError(f"weights {entry.name!r} need preset {entry.preset!r}, not {preset!r}")
-    return LoFTR(entry.preset, weights=entry.name)
+    return load_weights(LoFTR(entry.preset), entry.name)
 
 
 class Matcher:

@@ -21,14 +21,12 @@ import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
+from .config import LoFTRConfig
 from .errors import WeightsError
-
-if TYPE_CHECKING:
-    from .model import LoFTR
+from .model import LoFTR as Network
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +266,7 @@ def remap_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_weights(model: "LoFTR", weights: str | Path) -> "LoFTR":
+def load_weights(model: Network, weights: str | Path) -> Network:
     """Load a registry name or a file into ``model`` strictly, cast to the model's dtype; returns the model (eval)."""
     path = Path(weights)
     if not path.exists() and isinstance(weights, str) and ("/" not in weights and "\\" not in weights):
@@ -303,7 +301,7 @@ def _short(items: list[str], limit: int = 6) -> str:
     return ", ".join(items[:limit]) + more
 
 
-def save_safetensors(model: "LoFTR", path: str | Path, *, preset: str, extra: dict[str, str] | None = None,
+def save_safetensors(model: Network, path: str | Path, *, preset: str, extra: dict[str, str] | None = None,
                      dtype: torch.dtype = torch.float16) -> Path:
     """Write the model's weights as one safetensors file (fp16 by default) with preset and format metadata.
     BatchNorm counters (``num_batches_tracked``) are kept as integers."""
@@ -322,12 +320,11 @@ def describe(path: str | Path) -> dict[str, object]:
     """What ``loftr weights info`` prints: size, sha256, tensor count, parameter count, metadata, fitting presets,
     and the tensors holding NaN or infinite values (a corrupt file: loading it is refused)."""
     from .config import PRESETS
-    from .model import LoFTR
 
     state, meta = read_state_dict(path)
     fits = []
     for name in PRESETS:
-        own = LoFTR(name).state_dict()
+        own = Network(name).state_dict()
         if set(own) == set(state) and all(own[k].shape == state[k].shape for k in own):
             fits.append(name)
     return {
@@ -343,6 +340,25 @@ def describe(path: str | Path) -> dict[str, object]:
     }
 
 
+class LoFTR(Network):
+    """The kornia-compatible LoFTR module with its weights: :class:`loftr.model.LoFTR` plus ``weights``.
+
+    Args:
+        preset: name of a preset in :data:`loftr.config.PRESETS` (ignored when ``config`` is given).
+        weights: None (random init), a file path, or a registry name (see :data:`REGISTRY`), loaded strictly
+            (:func:`load_weights`).
+        config: an explicit :class:`~loftr.config.LoFTRConfig`.
+
+    >>> model = LoFTR("indoor_ds_new", weights="indoor_ds_new")   # eval mode
+    """
+
+    def __init__(self, preset: str = "outdoor_ds", weights: str | Path | None = None,
+                 config: LoFTRConfig | None = None) -> None:
+        super().__init__(preset, config=config)
+        if weights is not None:
+            load_weights(self, weights)
+
+
 def registry_table() -> list[dict[str, object]]:
     """One row per registry entry, with whether a local copy exists."""
     rows = []
@@ -354,5 +370,5 @@ def registry_table() -> list[dict[str, object]]:
     return rows
 
 
-__all__ = ["REGISTRY", "DEFAULT", "Checkpoint", "cache_dir", "download", "load_weights", "read_state_dict",
+__all__ = ["LoFTR", "REGISTRY", "DEFAULT", "Checkpoint", "cache_dir", "download", "load_weights", "read_state_dict",
            "remap_state_dict", "save_safetensors", "describe", "registry_table", "sha256_of", "lookup"]

@@ -68,9 +68,13 @@ def _as_layout(image: torch.Tensor, channels_last: bool) -> torch.Tensor:
 class LoFTR(nn.Module):
     """LoFTR (Sun et al., CVPR 2021), parameter-for-parameter compatible with the official checkpoints.
 
+    The bare network, randomly initialised, in eval mode: :class:`loftr.LoFTR` (defined in :mod:`loftr.weights`,
+    which imports this module, never the other way) is the same network with a ``weights`` argument, and
+    :func:`loftr.weights.load_weights` loads a checkpoint into any instance.
+
     Args:
         preset: name of a preset in :data:`loftr.config.PRESETS` (ignored when ``config`` is given).
-        weights: None (random init, eval mode), a file path, or a registry name (see :mod:`loftr.weights`).
+        weights: must be None here (see above).
         config: an explicit :class:`LoFTRConfig`.
 
     Call it like kornia's LoFTR: ``model({"image0": (N,1,H,W), "image1": ..., "mask0"?, "mask1"?})`` returns a dict
@@ -97,10 +101,9 @@ class LoFTR(nn.Module):
         self.batch_pixels = BATCH_PIXELS
         self.backbone_autocast: torch.dtype | None = None  # training: run the backbone (only) under this autocast
         self.eval()
-        if weights is not None:
-            from ..weights import load_weights  # the model package knows no files; weights.py does
-
-            load_weights(self, weights)
+        if weights is not None:  # the model package knows no files
+            raise TypeError("loftr.model.LoFTR is the bare network: load weights with loftr.LoFTR(preset, "
+                            "weights=...) or loftr.weights.load_weights(model, weights)")
 
     # -- stages -------------------------------------------------------------------------------------------------
     def fast_inference(self) -> bool:
