@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -318,3 +320,30 @@ def test_fast_copy_with_strips_gives_the_eager_matches(outdoor: LoFTR, tum_pair,
     fused.backbone.strip_pixels = 0  # every input in strips
     with torch.inference_mode():
         _same_matches(eager_out, fused.run(*tum_pair))
+
+
+def test_plain_module_at_inference_takes_the_memory_paths_for_large_images(outdoor: LoFTR, tum_pair,
+                                                                           eager_out, monkeypatch) -> None:
+    """What a kornia user gets from model.eval() under inference_mode on a large image: no confidence matrix, the
+    fine map around the matches only, one image at a time with the stem in strips; the same matches."""
+    from loftr.model import lazy_fine as lazy_module
+
+    plain = copy.deepcopy(outdoor)  # not a fast copy
+    plain.batch_pixels = plain.backbone.strip_pixels = plain.coarse_matching.dense_limit = 0  # everything is "large"
+    built = []
+    monkeypatch.setattr(LazyFineMap, "__init__", _recording(LazyFineMap.__init__, built))
+    with torch.inference_mode():
+        got = plain.run(*tum_pair)
+    assert not plain.fast and got.conf_matrix is None and len(built) == 2  # lazy fine maps, one per image
+    _same_matches(eager_out, got)
+    assert eager_out.conf_matrix is not None and lazy_module.LazyFineMap is LazyFineMap
+    plain.train()  # training mode: the reference path, whatever the size
+    with torch.no_grad():
+        assert plain.run(*tum_pair).conf_matrix is not None
+
+
+def _recording(init, calls: list):
+    def wrapped(self, *args, **kwargs):
+        calls.append(1)
+        return init(self, *args, **kwargs)
+    return wrapped
