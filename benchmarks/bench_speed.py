@@ -1,5 +1,6 @@
-"""Speed, peak memory and match agreement of LoFTR on one real pair: ours (eager fp32, fast fp32, fast bf16) and
-kornia's LoFTR (fp32), all with the same weights.
+"""Speed, peak memory and match agreement of LoFTR on one real pair: ours (eager fp32 = the reference path,
+``Matcher(fast=False)`` / ``--reference``; fast fp32 = what ``Matcher()`` and every sub-command run by default; fast
+bf16 = ``dtype="bf16"``) and kornia's LoFTR (fp32), all with the same weights.
 
     .venv/bin/python benchmarks/bench_speed.py [--size 640x480] [--runs 5] [--threads N] [--compiled]
 
