@@ -25,26 +25,55 @@ CALIBRATION = "RoMa__assets_toronto_A.jpg"
 THR = 1e-6
 
 
-def load_image(name: str, size: tuple[int, int]) -> torch.Tensor:
-    """(1, 1, H, W) float32 grey in [0, 1], resized to size = (W, H) (area when shrinking, bilinear otherwise)."""
+def grey_tensor(grey, size: tuple[int, int]) -> torch.Tensor:
+    """(1, 1, H, W) float32 in [0, 1] of a uint8 grey array, resized to size = (W, H) (area when shrinking,
+    bilinear otherwise)."""
     import cv2
     import numpy as np
 
-    grey = cv2.imread(str(PHOTOS / name), cv2.IMREAD_GRAYSCALE)
     shrink = grey.shape[1] >= size[0]
     grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return torch.from_numpy(grey.astype(np.float32) / 255.0)[None, None]
+
+
+def load_image(name: str, size: tuple[int, int]) -> torch.Tensor:
+    """A photo of ``PHOTOS`` as :func:`grey_tensor`."""
+    import cv2
+
+    return grey_tensor(cv2.imread(str(PHOTOS / name), cv2.IMREAD_GRAYSCALE), size)
 
 
 def load_pair(size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     return load_image(PAIR[0], size), load_image(PAIR[1], size)
 
 
-def calibrated_model(thr: float = THR, seed: int = 0, preset: str = "outdoor_ds") -> torch.nn.Module:
-    """Our LoFTR (eval mode) with random weights and BatchNorm statistics measured on a real photo."""
+def skimage_grey(name: str):
+    """A uint8 grey image that scikit-image ships (``skimage.data.NAME``; for machines without ../shared)."""
+    import cv2
+    from skimage import data
+
+    img = getattr(data, name)()
+    return cv2.cvtColor(img[..., :3], cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
+
+
+def motorcycle_pair(size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Middlebury Motorcycle stereo pair that scikit-image ships (741x500), resized to size = (W, H)."""
+    import cv2
+    from skimage import data
+
+    left, right, _ = data.stereo_motorcycle()
+    return tuple(grey_tensor(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), size) for im in (left, right))
+
+
+def calibrated_model(thr: float = THR, seed: int = 0, preset: str = "outdoor_ds",
+                     calibration: torch.Tensor | None = None) -> torch.nn.Module:
+    """Our LoFTR (eval mode) with random weights and BatchNorm statistics measured on a real photo
+    (``calibration``, (1, 1, H, W) in [0, 1]; default: ``CALIBRATION`` at 320x240)."""
     from loftr import LoFTR, get_preset
     from loftr.config import with_overrides
 
+    if calibration is None:
+        calibration = load_image(CALIBRATION, (320, 240))
     torch.manual_seed(seed)
     model = LoFTR(config=with_overrides(get_preset(preset), thr=thr))
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -53,7 +82,7 @@ def calibrated_model(thr: float = THR, seed: int = 0, preset: str = "outdoor_ds"
         m.reset_running_stats()
     model.train()
     with torch.no_grad():
-        model.backbone(load_image(CALIBRATION, (320, 240)))
+        model.backbone(calibration)
     return model.eval()
 
 

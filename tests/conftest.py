@@ -42,6 +42,14 @@ def load_grey(path: Path, size: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(img.astype(np.float32) / 255.0)[None, None]
 
 
+def match_agreement(ref: dict, other: dict) -> float:
+    """Matches (kornia-style dicts) with the same keypoint0 and keypoint1 within 1 px, over the larger set."""
+    k0 = {tuple(p): q for p, q in zip(ref["keypoints0"].round().int().tolist(), ref["keypoints1"])}
+    common = sum(1 for p, q in zip(other["keypoints0"].round().int().tolist(), other["keypoints1"])
+                 if tuple(p) in k0 and float((k0[tuple(p)] - q).norm()) <= 1.0)
+    return common / max(len(ref["keypoints0"]), len(other["keypoints0"]), 1)
+
+
 TUM0 = "deep-image-m__src_deep_image_matching_thirdparty_ALIKED_assets_tum_1311868169.163498.png"
 TUM1 = "deep-image-m__src_deep_image_matching_thirdparty_ALIKED_assets_tum_1311868169.263274.png"
 
