@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import ImageError
 from ..io import PreparedImage, prepare, target_size, to_original
 from . import PipelineError
-from .h5 import PairResult, pair_key, read_raw, read_settings, write_final, write_raw_file
+from .h5 import DEFAULT_QUANTIZE, PairResult, pair_key, read_raw, read_settings, write_final, write_raw_file
 from .pairs import Pair
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ def _results_of(batch: LoadedBatch, matches, pairs: Sequence[Pair], max_matches:
 
 
 def match_pairs(matcher: "Matcher", image_dir: str | Path, pairs: Sequence[Pair], out: str | Path, *,
-                batch_size: int = 4, workers: int = 0, quantize: float = 4.0, commit_every: int = 64,
+                batch_size: int = 4, workers: int = 0, quantize: float = DEFAULT_QUANTIZE, commit_every: int = 64,
                 commit_seconds: float = 60.0, overwrite: bool = False, progress: bool = False) -> MatchSummary:
     """Match ``pairs`` of images of ``image_dir`` into the HDF5 file ``out`` (see the module doc).
 

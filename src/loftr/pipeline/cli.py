@@ -21,8 +21,8 @@ def _add_pair_source(p: argparse.ArgumentParser, required: bool = True) -> None:
 def _add_batch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="pairs per forward pass (same-size images; default 4)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes decoding images (default 0)")
-    p.add_argument("--quantize", type=float, default=4.0,
-                   help="grid in network-input pixels merging per-pair keypoints into per-image ones (default 4)")
+    p.add_argument("--quantize", type=float, default=1.0,
+                   help="grid in network-input pixels merging per-pair keypoints into per-image ones (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -173,7 +173,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("merge-matches", help="merge part files (e.g. OUT.rank*.h5 of a distributed run) into one")
     p.add_argument("out", help="the merged HDF5 file to write")
     p.add_argument("parts", nargs="+", help="part, chunk or finished match files")
-    p.add_argument("--quantize", type=float, default=4.0, help="per-image keypoint grid, network pixels")
+    p.add_argument("--quantize", type=float, default=1.0, help="per-image keypoint grid, network pixels (default 1)")
     p.add_argument("--force", action="store_true", help="merge files made with different settings")
     p.set_defaults(func=cmd_merge_matches)
 
@@ -182,7 +182,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_pair_source(p, required=False)  # default: --sequential 5
     p.add_argument("--out", required=True, help="output folder: matches.h5, database.db, pairs.txt, sparse/")
     _add_batch_args(p)
-    p.add_argument("--camera-mode", default="auto", choices=["auto", "single", "per_folder", "per_image"])
+    p.add_argument("--camera-mode", default="auto", choices=["auto", "single", "per_folder", "per_image"],
+                   help="auto (default): one camera for the images of one folder with the same size and EXIF camera")
     p.add_argument("--min-matches", type=int, default=15, help="fewest verified matches of a pair (default 15)")
     p.add_argument("--init-min-inliers", type=int, default=30, help="fewest inliers of the initial pair")
     p.add_argument("--abs-pose-min-inliers", type=int, default=15, help="fewest inliers to register an image")

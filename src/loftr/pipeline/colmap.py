@@ -1,7 +1,8 @@
 """Structure from motion with LoFTR matches: COLMAP database, geometric verification, incremental mapping (pycolmap).
 
 Steps of :func:`run_sfm`: ``match_pairs`` → ``matches.h5`` (resumable); the images go into a new COLMAP database
-through ``pycolmap.import_images`` (cameras from EXIF when present, else focal = 1.2 × the longest side); the
+through ``pycolmap.import_images`` (cameras from EXIF when present, else focal = 1.2 × the longest side; in the
+default camera mode ``auto`` images share a camera when they are one camera's frames, see :func:`camera_groups`); the
 merged per-image keypoints (+0.5: COLMAP puts pixel centres at half-integers) and the index matches of every pair
 are written to it; ``pycolmap.verify_matches`` estimates the two-view geometries (E, F or H by RANSAC, COLMAP's
 options) and ``pycolmap.incremental_mapping`` reconstructs. The largest model is written to ``OUT/sparse/0``.
@@ -18,7 +19,7 @@ import numpy as np
 
 from . import PipelineError, require
 from .batch import match_pairs
-from .h5 import pair_key
+from .h5 import DEFAULT_QUANTIZE, pair_key
 from .pairs import Pair, write_pairs
 
 if TYPE_CHECKING:
@@ -51,10 +52,41 @@ def _pycolmap():
     return require("pycolmap", "pycolmap", "COLMAP export and SfM")
 
 
+def _camera_key(path: Path) -> tuple:
+    """What tells one camera from another without calibration: the image size after EXIF orientation and the EXIF
+    make, model and focal length (all None for an image without EXIF, e.g. a PNG video frame)."""
+    from PIL import Image
+
+    from .batch import image_size
+
+    size = image_size(path)
+    try:
+        with Image.open(path) as img:
+            exif = img.getexif()
+            sub = exif.get_ifd(0x8769)  # the Exif IFD holds the focal length
+            make, model, focal = exif.get(0x010F), exif.get(0x0110), sub.get(0x920A)
+    except (OSError, ValueError):  # unreadable EXIF: the size alone decides
+        make = model = focal = None
+    return (size, *(None if v is None else str(v).strip() for v in (make, model, focal)))
+
+
+def camera_groups(image_dir: str | Path, names: Sequence[str]) -> list[list[str]]:
+    """The images of camera mode ``auto`` that share one camera: same folder, same size and same EXIF make, model
+    and focal length. A video or a sequence from one camera gets one camera, so all its frames calibrate it
+    together (one focal length per frame is ill-posed for a forward-moving camera: each drifts off on its own);
+    photos from several cameras, sizes or zoom settings get several. Groups in order of their first name."""
+    groups: dict[tuple, list[str]] = {}
+    for name in sorted(names):
+        folder = name.rsplit("/", 1)[0] if "/" in name else ""
+        groups.setdefault((folder, _camera_key(Path(image_dir) / name)), []).append(name)
+    return list(groups.values())
+
+
 def create_database(db_path: str | Path, image_dir: str | Path, matches_h5: str | Path, pairs: Sequence[Pair],
                     *, camera_mode: str = "auto", camera_model: str = "SIMPLE_RADIAL") -> dict[str, int]:
     """A new COLMAP database with the images of ``pairs``, their merged keypoints and the pairs' matches from a
-    final ``match-pairs`` file. Returns image name → COLMAP image id."""
+    final ``match-pairs`` file. ``camera_mode``: ``auto`` (:func:`camera_groups`), ``single`` (one camera),
+    ``per_folder`` or ``per_image`` (COLMAP's). Returns image name → COLMAP image id."""
     pycolmap = _pycolmap()
     import h5py
 
@@ -67,7 +99,12 @@ def create_database(db_path: str | Path, image_dir: str | Path, matches_h5: str 
     names = sorted({n for p in pairs for n in p})
     options = pycolmap.ImageReaderOptions()
     options.camera_model = camera_model
-    pycolmap.import_images(db_path, Path(image_dir), getattr(pycolmap.CameraMode, camera_mode.upper()), names, options)
+    if camera_mode == "auto":  # one import per group: each import makes one camera shared by its images
+        for group in camera_groups(image_dir, names):
+            pycolmap.import_images(db_path, Path(image_dir), pycolmap.CameraMode.SINGLE, group, options)
+    else:
+        pycolmap.import_images(db_path, Path(image_dir), getattr(pycolmap.CameraMode, camera_mode.upper()), names,
+                               options)
     db = pycolmap.Database.open(db_path)
     try:
         ids = {img.name: img.image_id for img in db.read_all_images()}
@@ -162,18 +199,30 @@ def pixel_scale_of(matches_h5: str | Path) -> float:
 
 
 def run_sfm(matcher: "Matcher", image_dir: str | Path, pairs: Sequence[Pair], out_dir: str | Path, *,
-            batch_size: int = 4, workers: int = 0, quantize: float = 4.0, camera_mode: str = "auto",
+            batch_size: int = 4, workers: int = 0, quantize: float = DEFAULT_QUANTIZE, camera_mode: str = "auto",
             min_matches: int = 15, init_min_inliers: int = 30, abs_pose_min_inliers: int = 15,
             num_threads: int = -1, progress: bool = False) -> SfMResult:
-    """Match, build the database, verify and reconstruct into ``out_dir`` (matches.h5, database.db, pairs.txt,
-    sparse/). COLMAP's pixel thresholds (4 px) become 2 network-input pixels when images are shrunk more than 2x
-    for matching; the inlier minimums default lower than COLMAP's, for LoFTR's sparser matches at small sizes."""
-    pycolmap = _pycolmap()
+    """Match into ``out_dir/matches.h5`` (:func:`~loftr.pipeline.batch.match_pairs`, resumable), then
+    :func:`sfm_from_matches` into ``out_dir`` (database.db, pairs.txt, sparse/)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     matches = out_dir / "matches.h5"
     match_pairs(matcher, image_dir, pairs, matches, batch_size=batch_size, workers=workers, quantize=quantize,
                 progress=progress)
+    return sfm_from_matches(matches, image_dir, pairs, out_dir, camera_mode=camera_mode, min_matches=min_matches,
+                            init_min_inliers=init_min_inliers, abs_pose_min_inliers=abs_pose_min_inliers,
+                            num_threads=num_threads)
+
+
+def sfm_from_matches(matches: str | Path, image_dir: str | Path, pairs: Sequence[Pair], out_dir: str | Path, *,
+                     camera_mode: str = "auto", min_matches: int = 15, init_min_inliers: int = 30,
+                     abs_pose_min_inliers: int = 15, num_threads: int = -1) -> SfMResult:
+    """Database, verification and reconstruction into ``out_dir`` from a final ``match-pairs`` file of ``pairs``.
+    COLMAP's pixel thresholds (4 px) become 2 network-input pixels when images are shrunk more than 2x for
+    matching; the inlier minimums default lower than COLMAP's, for LoFTR's sparser matches at small sizes."""
+    pycolmap = _pycolmap()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     factor = max(1.0, pixel_scale_of(matches) / 2.0)
     db = out_dir / "database.db"
     level = pycolmap.logging.minloglevel
@@ -193,4 +242,5 @@ def run_sfm(matcher: "Matcher", image_dir: str | Path, pairs: Sequence[Pair], ou
         pycolmap.logging.minloglevel = level
 
 
-__all__ = ["SfMResult", "create_database", "verify", "reconstruct", "run_sfm", "pixel_scale_of", "CAMERA_MODES"]
+__all__ = ["SfMResult", "create_database", "verify", "reconstruct", "run_sfm", "sfm_from_matches", "pixel_scale_of",
+           "camera_groups", "CAMERA_MODES"]

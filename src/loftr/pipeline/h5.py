@@ -20,10 +20,15 @@ or be ``pairs``.
 
 Per-image keypoints (LoFTR has no detector, so each pair finds its own points): every raw keypoint of an image, from
 all its pairs, is snapped to a grid of ``quantize`` pixels of the network input (``round(xy * scale / q)``, so the
-grid follows the matching resolution); the keypoints of one grid cell merge into one, placed at the most confident
-of them. A pair's raw matches then become index matches between merged
-keypoints, one-to-one: each keypoint of image0 keeps its most confident match, then each keypoint of image1 keeps
-the most confident of those. ``quantize = 0`` merges only identical coordinates.
+grid follows the matching resolution, whatever the original size); the keypoints of one grid cell merge into one,
+placed at the most confident of them. The default, :data:`DEFAULT_QUANTIZE` = 1 network pixel, is about LoFTR's
+precision: an image's keypoints as image0 of its pairs lie on the coarse grid (every 8 network pixels) and are
+shared by those pairs exactly, while as image1 they are refined to sub-pixels, so one scene point seen from two
+pairs lands within a pixel or so. A coarser grid (4, the old default: 8 original pixels for a 1241-px frame matched
+at 640) moves a keypoint of a track by up to half a cell, past COLMAP's 4-px thresholds, and merges distinct points.
+A pair's raw matches then become index matches between merged keypoints, one-to-one: each keypoint of image0 keeps
+its most confident match, then each keypoint of image1 keeps the most confident of those. ``quantize = 0`` merges
+only identical coordinates.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from . import PipelineError, require
 log = logging.getLogger(__name__)
 
 FORMAT = "loftr-pairs-h5/1"
+DEFAULT_QUANTIZE = 1.0  # network-input pixels (see the module doc)
 
 
 @dataclass(frozen=True, eq=False)
@@ -273,4 +279,5 @@ def read_matches(path: str | Path, name0: str, name1: str) -> tuple[np.ndarray, 
 
 
 __all__ = ["PairResult", "MergedKeypoints", "pair_key", "merge_keypoints", "write_final", "write_raw_file",
-           "read_raw", "read_settings", "merge_files", "read_matches", "check_names", "FORMAT"]
+           "read_raw", "read_settings", "merge_files", "read_matches", "check_names", "FORMAT",
+           "DEFAULT_QUANTIZE"]
