@@ -1,0 +1,146 @@
+"""SfM quality with the real weights: `loftr sfm` with its DEFAULT options next to pycolmap's own SIFT pipeline.
+
+Data: the 20 consecutive KITTI street frames (1241x376) of ../shared/data/photos (``*kitti_0001*``); without them
+the script says so and exits 0. Both pipelines get the same frames in a fresh folder:
+
+- loftr: ``loftr sfm DIR --out OUT`` and nothing else (default pairs, matching size, keypoint merge, cameras and
+  mapper options), in a subprocess of this interpreter, timed end to end (matching included);
+- SIFT: pycolmap's defaults: ``extract_features`` (camera mode AUTO), ``match_exhaustive``, ``verify`` inside it,
+  ``incremental_mapping``; and the same with one shared camera (``CameraMode.SINGLE``), as `loftr sfm` shares one
+  for a sequence.
+
+Per pipeline: registered images of the largest model, its 3-D points, mean reprojection error (px), mean track
+length, number of models, the focal length(s) found (KITTI's calibration: about 718 px) and the time. Prints a
+markdown table (``--json FILE`` also writes the numbers). A quality bar, not a test: ``--check`` exits 1 unless
+loftr registers at least 18 of 20 frames in one model with a mean reprojection error under 1.5 px.
+
+    python benchmarks/bench_sfm.py [--device cpu|cuda] [--check] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = ROOT.parent / "shared" / "data" / "photos"
+PATTERN = "*kitti_0001*"
+
+
+def frames(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob(PATTERN) if p.suffix.lower() == ".png")
+
+
+def copy_frames(src: list[Path], dst: Path) -> Path:
+    """The frames under their short names (kitti_000100.png, ...) in ``dst``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for p in src:
+        shutil.copy(p, dst / p.name.split("assets_")[-1])
+    return dst
+
+
+def summary(model_dir: Path | None, num_models: int, seconds: float, n: int) -> dict:
+    import pycolmap
+
+    if model_dir is None:
+        return {"registered": 0, "images": n, "points": 0, "reproj_px": float("nan"), "track": float("nan"),
+                "models": num_models, "focal_px": [], "seconds": seconds}
+    rec = pycolmap.Reconstruction(model_dir)
+    return {"registered": rec.num_reg_images(), "images": n, "points": rec.num_points3D(),
+            "reproj_px": rec.compute_mean_reprojection_error(), "track": rec.compute_mean_track_length(),
+            "models": num_models, "focal_px": sorted(round(float(c.params[0]), 1) for c in rec.cameras.values()),
+            "seconds": seconds}
+
+
+def largest(sparse: Path) -> tuple[Path | None, int]:
+    """The model folder with most registered images under ``sparse`` and the number of models there."""
+    import pycolmap
+
+    dirs = [d for d in sorted(sparse.iterdir()) if d.is_dir()] if sparse.is_dir() else []
+    if not dirs:
+        return None, 0
+    return max(dirs, key=lambda d: pycolmap.Reconstruction(d).num_reg_images()), len(dirs)
+
+
+def run_loftr(images: Path, out: Path, device: str) -> dict:
+    cmd = [sys.executable, "-m", "loftr.cli", "sfm", str(images), "--out", str(out), "--no-progress"]
+    if device != "cpu":
+        cmd += ["--device", device]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    print(f"$ loftr sfm {images} --out {out}" + (f" --device {device}" if device != "cpu" else ""), file=sys.stderr)
+    print((proc.stdout + proc.stderr).strip()[-2000:], file=sys.stderr)
+    model, count = largest(out / "sparse")
+    return summary(model, count, seconds, len(list(images.iterdir())))
+
+
+def run_sift(images: Path, out: Path, single_camera: bool) -> dict:
+    import pycolmap
+
+    out.mkdir(parents=True, exist_ok=True)
+    db = out / "database.db"
+    t = time.perf_counter()
+    mode = pycolmap.CameraMode.SINGLE if single_camera else pycolmap.CameraMode.AUTO
+    pycolmap.extract_features(db, images, camera_mode=mode, device=pycolmap.Device.cpu)
+    pycolmap.match_exhaustive(db, device=pycolmap.Device.cpu)
+    models = pycolmap.incremental_mapping(db, images, out / "sparse")
+    seconds = time.perf_counter() - t
+    model, count = largest(out / "sparse")
+    return {**summary(model, count, seconds, len(list(images.iterdir()))), "models": len(models)}
+
+
+def table(rows: dict[str, dict]) -> str:
+    lines = ["| pipeline | registered | points | mean reproj. error | mean track | models | focal (px) | time |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        f = r["focal_px"]
+        focal = f"{f[0]:.0f}-{f[-1]:.0f} ({len(f)} cameras)" if len(f) > 3 else ", ".join(f"{v:.0f}" for v in f)
+        lines.append(f"| {name} | {r['registered']}/{r['images']} | {r['points']} | {r['reproj_px']:.2f} px | "
+                     f"{r['track']:.2f} | {r['models']} | {focal or '-'} | {r['seconds']:.0f} s |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--photos", type=Path, default=PHOTOS, help="folder holding the kitti_0001* frames")
+    ap.add_argument("--device", default="cpu", help="device of the LoFTR matching (default cpu)")
+    ap.add_argument("--no-sift", action="store_true", help="only loftr")
+    ap.add_argument("--check", action="store_true", help="exit 1 unless loftr registers >= 18/20, error < 1.5 px")
+    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    args = ap.parse_args(argv)
+    src = frames(args.photos) if args.photos.is_dir() else []
+    if len(src) != 20:
+        print(f"skipped: the 20 {PATTERN} frames are not in {args.photos} (found {len(src)})")
+        return 0
+    try:
+        import pycolmap  # noqa: F401
+    except ImportError:
+        print("skipped: pycolmap is not installed (pip install -e '.[pipeline]')")
+        return 0
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_sfm_") as tmp:
+        images = copy_frames(src, Path(tmp) / "images")
+        rows["loftr sfm (defaults)"] = run_loftr(images, Path(tmp) / "loftr", args.device)
+        if not args.no_sift:
+            rows["pycolmap SIFT (defaults, exhaustive)"] = run_sift(images, Path(tmp) / "sift", False)
+            rows["pycolmap SIFT (one shared camera)"] = run_sift(images, Path(tmp) / "sift1", True)
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    if args.check:
+        r = rows["loftr sfm (defaults)"]
+        ok = r["registered"] >= 18 and r["reproj_px"] < 1.5
+        print(f"check: {'pass' if ok else 'FAIL'} (need >= 18/20 registered, mean reprojection error < 1.5 px)")
+        return 0 if ok else 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
