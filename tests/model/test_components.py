@@ -131,3 +131,17 @@ def test_every_parameter_gets_a_gradient_in_training() -> None:
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing and logs["gt"] > 0
+
+
+def test_linear_attention_normaliser_stays_in_half_precision_range_with_many_tokens() -> None:
+    """The sum of elu+1 keys over S exceeds fp16's 65504 at a few thousand tokens; the mean does not."""
+    from loftr.model.transformer import linear_attention, linear_attention_
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 6000, 2, 16) * 2 for _ in range(3))
+    want = linear_attention(q.double(), k.double(), v.double())
+    for fn in (linear_attention, linear_attention_):
+        got = fn(q.half().clone(), k.half().clone(), v.half().clone())
+        assert torch.isfinite(got).all()
+        assert float((got.double() - want).abs().max() / want.abs().max()) < 5e-3
+    assert torch.allclose(linear_attention(q, k, v), want.float(), atol=1e-5, rtol=1e-4)

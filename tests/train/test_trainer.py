@@ -77,7 +77,7 @@ def test_resume_is_exact(photo_dir: Path, tmp_path: Path) -> None:
 
 
 def test_cli_train_resume_export_and_plot(photo_dir: Path, tmp_path: Path, capsys) -> None:
-    from loftr.model import LoFTR
+    from loftr import LoFTR
     from loftr.weights import describe
 
     config = tmp_path / "tiny.json"

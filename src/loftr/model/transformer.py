@@ -32,7 +32,9 @@ def linear_attention(
     """Linear attention (Katharopoulos et al. 2020) with the elu+1 kernel.
 
     q (N, L, H, D), k/v (N, S, H, D), masks (N, L)/(N, S) with 1 = valid → (N, L, H, D).
-    Values are divided by S before the sums and multiplied back after, as the reference does against fp16 overflow.
+    Values are divided by S before the sums, as the reference does against fp16 overflow; the normaliser uses the mean
+    of the keys over S for the same reason (their sum overflows fp16 at a few thousand tokens), which is the
+    reference's ``1 / (Q . sum K + eps) * S`` rearranged.
     """
     Q, K = elu_feature_map(q), elu_feature_map(k)
     if q_mask is not None:
@@ -43,9 +45,8 @@ def linear_attention(
     s = v.shape[1]
     v = v / s
     kv = torch.einsum("nshd,nshv->nhdv", K, v)
-    z = 1.0 / (torch.einsum("nlhd,nhd->nlh", Q, K.sum(dim=1)) + eps)
-    out = torch.einsum("nlhd,nhdv->nlhv", Q, kv) * z[..., None]
-    return (out * s).contiguous()
+    z = 1.0 / (torch.einsum("nlhd,nhd->nlh", Q, K.sum(dim=1) / s) + eps / s)
+    return (torch.einsum("nlhd,nhdv->nlhv", Q, kv) * z[..., None]).contiguous()
 
 
 def linear_attention_(
@@ -65,8 +66,8 @@ def linear_attention_(
         v.mul_(kv_mask[:, :, None, None])
     s = v.shape[1]
     kv = torch.einsum("nshd,nshv->nhdv", K, v.div_(s))
-    z = torch.einsum("nlhd,nhd->nlh", Q, K.sum(dim=1)).add_(eps).reciprocal_()
-    return torch.einsum("nlhd,nhdv->nlhv", Q, kv).mul_(z[..., None]).mul_(s)
+    z = torch.einsum("nlhd,nhd->nlh", Q, K.sum(dim=1).div_(s)).add_(eps / s).reciprocal_()
+    return torch.einsum("nlhd,nhdv->nlhv", Q, kv).mul_(z[..., None])
 
 
 def full_attention(
@@ -158,8 +159,8 @@ class EncoderLayer(nn.Module):
         for b in range(n):
             kv = torch.bmm(K[b].permute(1, 2, 0), v[b].permute(1, 0, 2))  # (H, D, D), summed over S
             queries = Q[b].reshape(l, h * d)
-            z = queries @ torch.block_diag(*K[b].sum(0)[:, :, None])  # (L, H): each head's Q . sum_s K in one GEMM
-            Q[b].mul_(z.add_(eps).reciprocal_().mul_(s)[:, :, None])
+            z = queries @ torch.block_diag(*K[b].mean(0)[:, :, None])  # (L, H): each head's Q . mean_s K in one GEMM
+            Q[b].mul_(z.add_(eps / s).reciprocal_()[:, :, None])
             torch.mm(queries, torch.bmm(kv, merge).view(h * d, -1), out=out[b])
         return out
 
