@@ -119,7 +119,7 @@ def test_scenes_dataset_trains_through_the_trainer(photo_dir: Path, tmp_path: Pa
     from loftr.train.config import TrainConfig
     from loftr.train.trainer import train
 
-    cfg = TrainConfig(images=str(photo_dir), out_dir=str(tmp_path / "run"), dataset="scenes", size=96, batch_size=1,
+    cfg = TrainConfig(images=str(photo_dir), out_dir=str(tmp_path / "run"), dataset="scenes", size=128, batch_size=1,
                       steps=2, warmup=1, checkpoint_every=1, validate_every=2, val_pairs=1, holdout=5,
                       log_every=1)
     last = train(cfg)
@@ -127,3 +127,15 @@ def test_scenes_dataset_trains_through_the_trainer(photo_dir: Path, tmp_path: Pa
     assert state["step"] == 2
     log = (tmp_path / "run" / "log.jsonl").read_text()
     assert '"val"' in log and "with_ground_truth" in log
+
+
+def test_minutes_budget_stops_with_a_checkpoint_and_a_validation(photo_dir: Path, tmp_path: Path) -> None:
+    from loftr.train.config import TrainConfig
+    from loftr.train.trainer import train
+
+    cfg = TrainConfig(images=str(photo_dir), out_dir=str(tmp_path / "run"), dataset="scenes", size=128, batch_size=1,
+                      steps=50, warmup=1, checkpoint_every=40, validate_every=40, val_pairs=1, holdout=5,
+                      minutes=1e-6)
+    state = torch.load(train(cfg), weights_only=True)
+    assert state["step"] == 1  # the budget was spent after the first step
+    assert (tmp_path / "run" / "step000001.pt").is_file() and '"val"' in (tmp_path / "run" / "log.jsonl").read_text()

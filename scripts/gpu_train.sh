@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# One GPU lease of training: synthetic 3D scenes (textured from the photos) on CUDA for $MINUTES minutes, then the
+# run's files under $OUT so that they come back from the device machine.
+#
+# Prepare once here (the photos do not travel; a JPEG copy of them at most 1024 px goes in the ignored .gpu_data/):
+#   .venv/bin/python scripts/pack_textures.py ../shared/data/photos .gpu_data/photos
+# Run on the device machine (tool `run`), with carry [".gpu_data"] (add "runs/gpu" to continue an earlier lease):
+#   bash scripts/gpu_train.sh                 # timeout_s 600: 8 minutes of training + export
+# Continue on the CPU from what came back (last.pt is split in 15 MB parts to fit what a lease returns):
+#   mkdir -p runs/gpu && cp FILES_AT/* runs/gpu/ && cat runs/gpu/last.pt.part* > runs/gpu/last.pt
+#   loftr train --out runs/gpu --resume --device cpu --workers 0 --batch-size 4
+# Test the plumbing on the CPU: PYTHON=.venv/bin/python DEVICE=cpu MINUTES=0.3 BATCH=2 SIZE=128 WORKERS=1 VAL_PAIRS=2 OUT=/tmp/gpu_out bash scripts/gpu_train.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+MINUTES=${MINUTES:-8}
+DEVICE=${DEVICE:-cuda}
+DATA=${DATA:-.gpu_data/photos}
+RUN=${RUN:-runs/gpu}
+OUT=${OUT:-out/gpu}
+BATCH=${BATCH:-32}
+SIZE=${SIZE:-512}
+WORKERS=${WORKERS:-14}
+STEPS=${STEPS:-6000}
+INIT=${INIT:-src/loftr/weights/tiny_ds.safetensors}
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+py=${PYTHON:-$(command -v python3 || command -v python)}
+{
+  echo "== $(date -u +%FT%TZ) device $DEVICE, $MINUTES min, batch $BATCH, size $SIZE, workers $WORKERS"
+  "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
+} | tee "$OUT/train.log"
+
+resume=()
+[ -f "$RUN/last.pt" ] && resume=(--resume)
+"$py" -m loftr.cli train --dataset scenes --data "$DATA" --out "$RUN" "${resume[@]}" --preset tiny_ds \
+  --size "$SIZE" --batch-size "$BATCH" --steps "$STEPS" --lr 1e-3 --warmup 200 --bf16 --device "$DEVICE" \
+  --workers "$WORKERS" --minutes "$MINUTES" --init "$INIT" --checkpoint-every 100 --validate-every 1000 \
+  --val-pairs "${VAL_PAIRS:-64}" --log-every 20 2>&1 | tee -a "$OUT/train.log"
+status=${PIPESTATUS[0]}
+
+# what comes back: at most 8 files of 16 MiB
+cp "$RUN/log.jsonl" "$RUN/config.json" "$OUT/" 2>/dev/null
+if [ -f "$RUN/last.pt" ]; then
+  split -b 15000000 -d "$RUN/last.pt" "$OUT/last.pt.part"
+  "$py" -m loftr.cli export-weights "$RUN" --out "$OUT/tiny_ds_gpu.safetensors" 2>&1 | tee -a "$OUT/train.log"
+fi
+ls -l "$OUT" | tee -a "$OUT/train.log"
+exit "$status"
