@@ -52,6 +52,18 @@ def photometric(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     return np.clip(img, 0, 1).astype(np.float32)
 
 
+def read_photo(path: Path, longest: int = 1024) -> np.ndarray:
+    """A training photo as grey float32 in [0, 1], shrunk to at most ``longest`` pixels (keeps the caches of the
+    datasets small; crops are taken at several scales)."""
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise ValueError(f"cannot read training image {path}")
+    if max(img.shape) > longest:
+        f = longest / max(img.shape)
+        img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+    return img.astype(np.float32) / 255.0
+
+
 @dataclass(frozen=True)
 class PairSample:
     image0: torch.Tensor  # (1, S, S) float in [0, 1]
@@ -83,14 +95,7 @@ class HomographyPairs(Dataset):
 
     def _grey(self, k: int) -> np.ndarray:
         if k not in self._cache:
-            img = cv2.imread(str(self.images[k]), cv2.IMREAD_GRAYSCALE)
-            if img is None:
-                raise ValueError(f"cannot read training image {self.images[k]}")
-            longest = max(img.shape)
-            if longest > 1024:  # keep the cache small; crops are taken at several scales below
-                f = 1024 / longest
-                img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-            self._cache[k] = img.astype(np.float32) / 255.0
+            self._cache[k] = read_photo(self.images[k])
         return self._cache[k]
 
     def __getitem__(self, index: int) -> PairSample:

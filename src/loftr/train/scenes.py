@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .data import photometric
+from .data import photometric, read_photo
 from .datasets import DepthPairSample, collate_depth
 
 KINDS = ("indoor", "outdoor", "object", "plane")
@@ -381,13 +381,7 @@ class ScenePairs(Dataset):
 
     def _photo(self, k: int) -> np.ndarray:
         if k not in self._cache:
-            img = cv2.imread(str(self.images[k]), cv2.IMREAD_GRAYSCALE)
-            if img is None:
-                raise ValueError(f"cannot read texture image {self.images[k]}")
-            f = 1024 / max(img.shape)
-            if f < 1:
-                img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-            self._cache[k] = img.astype(np.float32) / 255.0
+            self._cache[k] = read_photo(self.images[k])
         return self._cache[k]
 
     def scene(self, index: int, attempt: int = 0) -> tuple[Scene, list[np.ndarray], str]:
