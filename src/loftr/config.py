@@ -115,7 +115,7 @@ PRESETS: dict[str, LoFTRConfig] = {
     "indoor_ds": _official(temp_bug_fix=False, match_type="dual_softmax", train_coarse_percent=0.2),
     "indoor_ot": _official(temp_bug_fix=False, match_type="sinkhorn", train_coarse_percent=0.2),
     "indoor_ds_new": _official(temp_bug_fix=True, match_type="dual_softmax", train_coarse_percent=0.2),
-    # ours: a small model trained here on homographic pairs (see loftr.train), bundled with the package
+    # ours: a small model trained here on homographic pairs and synthetic 3D scenes (see loftr.train), bundled
     "tiny_ds": LoFTRConfig(
         backbone=BackboneConfig(initial_dim=32, block_dims=(32, 64, 128)),
         coarse=TransformerConfig(d_model=128, nhead=8, layer_names=("self", "cross") * 2),
