@@ -26,3 +26,34 @@ def tiny_loftr(tiny_weights: Path):
     from loftr.matcher import Matcher
 
     return LoFTRMatcher(Matcher(weights=tiny_weights, max_size=160, threshold=0.0), "LoFTR (random)")
+
+
+class StandInLightGlue:
+    """LightGlue as both LightGlue packages expose it, matching keypoints (0, 2) and (2, 1) with scores 0.2 and 0.7."""
+
+    features = ""
+
+    def __init__(self, features: str) -> None:
+        assert features == self.features
+
+    def eval(self):
+        return self
+
+    def to(self, device):
+        return self
+
+    def __call__(self, data: dict) -> dict:
+        return {"matches": [torch.tensor([[0, 2], [2, 1]])], "scores": [torch.tensor([0.2, 0.7])]}
+
+
+def install_stand_in(monkeypatch, module: str, features: str, extractor_name: str, extractor: type) -> None:
+    """Put a stand-in package ``module`` (its extractor class and a LightGlue for ``features``) in sys.modules."""
+    import importlib.machinery
+    import sys
+    import types
+
+    fake = types.ModuleType(module)
+    setattr(fake, extractor_name, extractor)
+    fake.LightGlue = type("LightGlue", (StandInLightGlue,), {"features": features})
+    fake.__spec__ = importlib.machinery.ModuleSpec(module, None)
+    monkeypatch.setitem(sys.modules, module, fake)

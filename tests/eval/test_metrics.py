@@ -18,6 +18,7 @@ from loftr.eval.pose import PROTOCOLS, PosePair, aggregate_pose, score_pose
 from loftr.eval.report import Column, Loaded, evaluate, per_pair_arrays, run_benchmark, summarise
 from loftr.eval.wxbs import WxBSPair, WxBSProtocol, score_wxbs
 
+from .conftest import install_stand_in
 from .scenes import K_TINY, gt_correspondences, room_pose
 
 IDENTITY = np.eye(4)
@@ -134,10 +135,6 @@ def test_baseline_names_and_optional_lightglue(caplog) -> None:
 def test_lightglue_adapter_with_a_stand_in_package(monkeypatch) -> None:
     """The adapter's plumbing (which keypoints a match pairs, sorting by score), with a stand-in ``lightglue``
     module: the real package is optional and not installed here."""
-    import importlib.machinery
-    import sys
-    import types
-
     import torch
 
     class SuperPoint:
@@ -156,23 +153,7 @@ def test_lightglue_adapter_with_a_stand_in_package(monkeypatch) -> None:
             base = torch.arange(6, dtype=torch.float32).reshape(3, 2)
             return {"keypoints": (base + 100 * self.calls)[None]}
 
-    class LightGlue:
-        def __init__(self, features: str) -> None:
-            assert features == "superpoint"
-
-        def eval(self):
-            return self
-
-        def to(self, device):
-            return self
-
-        def __call__(self, data: dict) -> dict:
-            return {"matches": [torch.tensor([[0, 2], [2, 1]])], "scores": [torch.tensor([0.2, 0.7])]}
-
-    fake = types.ModuleType("lightglue")
-    fake.SuperPoint, fake.LightGlue = SuperPoint, LightGlue
-    fake.__spec__ = importlib.machinery.ModuleSpec("lightglue", None)
-    monkeypatch.setitem(sys.modules, "lightglue", fake)
+    install_stand_in(monkeypatch, "lightglue", "superpoint", "SuperPoint", SuperPoint)
     (matcher,) = build_baselines(["lightglue"], max_size=640)
     m = matcher(np.zeros((8, 10), np.uint8), np.zeros((8, 10), np.uint8))
     assert matcher.name == "SuperPoint+LightGlue"
