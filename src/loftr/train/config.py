@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-DATASETS = ("photos", "scenes", "scannet", "megadepth")
+DATASETS = ("photos", "scenes", "mixed", "scannet", "megadepth")
 # preset fields a run may change without making its weights need another config than the preset's
 TRAINING_ONLY_OVERRIDES = {"match_coarse": ("train_coarse_percent", "train_pad_num_gt_min")}
 
@@ -26,7 +26,8 @@ class TrainConfig:
     images: str = field(metadata={"help": "photo folder (dataset photos) or the ScanNet/MegaDepth data root"})
     out_dir: str = field(metadata={"help": "run folder: last.pt, config.json, log.jsonl, stepNNNNNN.pt"})
     preset: str = _f("tiny_ds", "model preset (see loftr.config.PRESETS)")
-    size: int = _f(256, "photos: crop side; scenes, scannet: width (height 3/4 of it); megadepth: longest side, padded square")
+    size: int = _f(256, "photos: crop side; scenes, mixed, scannet: width (height 3/4 of it; mixed: the photo "
+                          "crops are that height, square); megadepth: longest side, padded square")
     batch_size: int = _f(4, "pairs per step and rank")
     steps: int = _f(20000, "total optimizer steps (the cosine schedule ends there)")
     lr: float = _f(1e-3, "peak learning rate of AdamW")
@@ -43,7 +44,10 @@ class TrainConfig:
     bf16: bool = _f(False, "bfloat16 autocast of the backbone (CPU with AVX512-BF16/AMX, or GPU)")
     fp16: bool = _f(False, "float16 autocast of the backbone with a gradient scaler (CUDA only)")
     dataset: str = _f("photos", "photos (homographic pairs), scenes (synthetic 3D scenes textured from the photos, "
-                                "exact depth), scannet or megadepth")
+                                "exact depth), mixed (batches of scenes and of photos), scannet or "
+                                "megadepth")
+    scene_share: float = _f(0.5, "mixed: share of the batches that are synthetic 3D scenes (the rest: homographic "
+                                 "photo pairs)")
     index: str = _f("", "scannet/megadepth: training index (.npz, folder of .npz, or .txt list of names)")
     intrinsics: str = _f("", "scannet: intrinsics.npz (default: found next to or above the index)")
     val_index: str = _f("", "scannet/megadepth: validation index (default: pairs spread over the training index)")
@@ -67,6 +71,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.steps < 0 or self.val_pairs < 0 or self.workers < 0:
             raise ValueError("steps, val_pairs and workers cannot be negative")
+        if not 0.0 <= self.scene_share <= 1.0:
+            raise ValueError(f"scene_share must be in [0, 1], got {self.scene_share}")
         if not isinstance(self.model_overrides, dict):
             raise ValueError(f"model_overrides must be a JSON object, got {self.model_overrides!r}")
 

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset, Sampler
 from .config import TrainConfig
 from .data import HomographyPairs, list_images
 from .datasets import MEGADEPTH_MIN_OVERLAP, SCANNET_MIN_OVERLAP, MegaDepthPairs, ScanNetPairs
+from .mixed import MixedPairs
 from .scenes import ScenePairs
 
 
@@ -79,12 +80,16 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, bool]:
         val = HomographyPairs(val_images, cfg.size, cfg.val_pairs, seed=cfg.seed + 1000)
         data = HomographyPairs(train_images, cfg.size, length=cfg.batch_size * cfg.checkpoint_every, seed=cfg.seed)
         return data, val, True
-    if cfg.dataset == "scenes":
+    if cfg.dataset in ("scenes", "mixed"):
         images = list_images(cfg.images)
         val_images, train_images = split_holdout(images, cfg.holdout)
         size = (cfg.size // 8 * 8, cfg.size * 3 // 4 // 8 * 8)
-        val = ScenePairs(val_images, size, cfg.val_pairs, seed=cfg.seed + 1000)
-        data = ScenePairs(train_images, size, length=cfg.batch_size * cfg.checkpoint_every, seed=cfg.seed)
+        length = cfg.batch_size * cfg.checkpoint_every
+        val = ScenePairs(val_images, size, cfg.val_pairs, seed=cfg.seed + 1000)  # mixed: judged on 3D pairs
+        data = ScenePairs(train_images, size, length=length, seed=cfg.seed)
+        if cfg.dataset == "mixed":
+            photos = HomographyPairs(train_images, size[1], length=length, seed=cfg.seed + 1)
+            data = MixedPairs(data, photos, cfg.batch_size, cfg.scene_share, seed=cfg.seed, length=length)
         return data, val, True
     if not cfg.index:
         raise ValueError(f"dataset {cfg.dataset} needs an index (--index)")
