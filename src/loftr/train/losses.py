@@ -33,7 +33,8 @@ def coarse_focal_loss(conf: torch.Tensor, conf_gt: torch.Tensor, alpha: float = 
                       gamma: float = FOCAL_GAMMA, pos_weight: float = 1.0, neg_weight: float = 1.0,
                       weight: torch.Tensor | None = None, sparse: bool = False) -> torch.Tensor:
     """conf, conf_gt (N, L, S); weight (N, L, S) optional (0 for padded cells). Dense: mean over positives + mean
-    over negatives; ``sparse``: positives only (dual-softmax has no dustbin to put the unmatched cells in)."""
+    over negatives; ``sparse``: positives only (dual-softmax has no dustbin to put the unmatched cells in).
+    ``conf_gt`` is 1 (match), 0 (no match) or -1 (unknown: in neither term, e.g. cells a teacher did not match)."""
     pos, neg = conf_gt == 1, conf_gt == 0
     conf = conf.clamp(EPS, 1 - EPS)
     w = weight if weight is not None else torch.ones_like(conf)
@@ -56,7 +57,8 @@ def coarse_focal_loss_with_bins(conf_with_bin: torch.Tensor, conf_gt: torch.Tens
     (N, L, S), weight (N, L, S) optional. Positives: the ground-truth entries of the inner matrix. Negatives: the
     dustbin entry of each row (cell of image0) and of each column (cell of image1) that has no ground-truth match
     — they should go to the dustbin, so their dustbin probability is pushed to 1; rows/columns whose weights are
-    all 0 (padding) are left out."""
+    all 0 (padding) are left out, and so are rows/columns with unknown entries (``conf_gt`` -1: a teacher's sparse
+    matches say nothing about the cells they miss)."""
     n, l, s = conf_gt.shape
     if conf_with_bin.shape != (n, l + 1, s + 1):
         raise ValueError(f"conf_with_bin {tuple(conf_with_bin.shape)} does not fit conf_gt {tuple(conf_gt.shape)} "
@@ -65,8 +67,8 @@ def coarse_focal_loss_with_bins(conf_with_bin: torch.Tensor, conf_gt: torch.Tens
     pos = conf_gt == 1
     w = weight if weight is not None else torch.ones_like(conf_gt)
     loss_pos = _focal_pos(conf[:, :-1, :-1][pos], alpha, gamma) * w[pos]
-    unmatched0 = conf_gt.sum(-1) == 0  # (N, L)
-    unmatched1 = conf_gt.sum(1) == 0  # (N, S)
+    unmatched0 = (conf_gt == 0).all(-1)  # (N, L)
+    unmatched1 = (conf_gt == 0).all(1)  # (N, S)
     if weight is not None:
         unmatched0 = unmatched0 & (weight.sum(-1) != 0)
         unmatched1 = unmatched1 & (weight.sum(1) != 0)

@@ -1,5 +1,6 @@
-"""Batches drawn from two endless training sources in one run: synthetic 3D scenes (depth supervision) and homographic
-photo pairs (homography supervision), so one model learns real parallax without losing planar sub-pixel accuracy.
+"""Batches drawn from several endless training sources in one run: synthetic 3D scenes (depth supervision),
+homographic photo pairs (homography supervision) and real photo pairs with a teacher's matches (sparse coarse
+supervision), so one model learns real parallax without losing planar sub-pixel accuracy.
 
 Every batch holds pairs of ONE source (their supervision and sizes differ): the trainer's step sampler gives the
 ``batch_size`` slots of a (step, rank) consecutive indexes ``g = (step * world + rank) * batch_size + b``, so
@@ -8,6 +9,7 @@ Every batch holds pairs of ONE source (their supervision and sizes differ): the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,40 +17,46 @@ from torch.utils.data import Dataset
 
 from .data import PairSample, collate
 from .datasets import DepthPairSample, collate_depth
+from .teacher import MatchPairSample, collate_matches
+
+COLLATE = {PairSample: collate, DepthPairSample: collate_depth, MatchPairSample: collate_matches}
 
 
 class MixedPairs(Dataset):
-    """Endless pairs: batch n comes from ``first`` with probability ``share_first``, else from ``second``.
+    """Endless pairs: each batch comes from ``sources[k]`` with probability ``shares[k]`` (normalised).
 
-    ``first`` and ``second`` are endless datasets (any index is an item); ``length`` is the nominal epoch length."""
+    The sources are endless datasets (any index is an item) of :data:`COLLATE`'s sample types; ``length`` is the
+    nominal epoch length."""
 
-    def __init__(self, first: Dataset, second: Dataset, batch_size: int, share_first: float = 0.5, seed: int = 0,
+    def __init__(self, sources: Sequence[Dataset], shares: Sequence[float], batch_size: int, seed: int = 0,
                  length: int = 1000) -> None:
-        if not 0.0 <= share_first <= 1.0:
-            raise ValueError(f"share_first must be in [0, 1], got {share_first}")
+        if len(sources) != len(shares) or not sources:
+            raise ValueError("give one share per source")
+        if min(shares) < 0 or sum(shares) <= 0:
+            raise ValueError(f"shares must be non-negative with a positive sum, got {list(shares)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.first, self.second = first, second
-        self.batch_size, self.share_first, self.seed, self.length = int(batch_size), float(share_first), seed, length
+        self.sources = list(sources)
+        self.cumulative = np.cumsum(np.asarray(shares, np.float64) / sum(shares))
+        self.batch_size, self.seed, self.length = int(batch_size), seed, length
 
     def __len__(self) -> int:
         return self.length
 
-    def takes_first(self, index: int) -> bool:
-        """Whether item ``index`` (and every item of its batch) comes from ``first``."""
+    def source_of(self, index: int) -> int:
+        """Which source item ``index`` (and every item of its batch) comes from."""
         batch = int(index) // self.batch_size
-        return bool(np.random.default_rng([self.seed, batch, 7]).random() < self.share_first)
+        u = np.random.default_rng([self.seed, batch, 7]).random()
+        return min(int(np.searchsorted(self.cumulative, u, side="right")), len(self.sources) - 1)
 
     def __getitem__(self, index: int) -> Any:
-        return (self.first if self.takes_first(index) else self.second)[index]
+        return self.sources[self.source_of(index)][index]
 
     @staticmethod
     def collate(samples: list[Any]) -> Any:
-        """One batch of one source (a batch that mixes depth and homography pairs is a sampling error)."""
-        depth = [isinstance(s, DepthPairSample) for s in samples]
-        if all(depth):
-            return collate_depth(samples)
-        if not any(depth) and all(isinstance(s, PairSample) for s in samples):
-            return collate(samples)
-        raise ValueError("a batch mixes depth pairs and homography pairs: MixedPairs needs the trainer's step "
-                         "sampler (consecutive indexes per batch)")
+        """One batch of one source (a batch that mixes sample types is a sampling error)."""
+        kind = type(samples[0])
+        if kind not in COLLATE or any(type(s) is not kind for s in samples):
+            raise ValueError(f"a batch mixes sample types ({', '.join(sorted({type(s).__name__ for s in samples}))}):"
+                             " MixedPairs needs the trainer's step sampler (consecutive indexes per batch)")
+        return COLLATE[kind](samples)

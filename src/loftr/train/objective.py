@@ -12,19 +12,22 @@ from ..model import LoFTR
 from .data import PairSample
 from .datasets import DepthPairSample
 from .losses import coarse_focal_loss, coarse_focal_loss_with_bins, fine_l2_std_loss
-from .supervision import CoarseSupervision, coarse_cells, coarse_supervision, depth_coarse_supervision, fine_targets
+from .supervision import (CoarseSupervision, coarse_cells, coarse_supervision, depth_coarse_supervision, fine_targets,
+                          match_coarse_supervision)
+from .teacher import MatchPairSample
 
-
-Batch = PairSample | DepthPairSample
+Batch = PairSample | DepthPairSample | MatchPairSample
 
 
 def supervise(batch: Batch, hw0: tuple[int, int], hw1: tuple[int, int], stride: int,
               depth_check: bool = True) -> CoarseSupervision:
-    """Coarse ground truth of a batch: from its homography, or from its depth, intrinsics and poses."""
+    """Coarse ground truth of a batch: from its homography, its depth, intrinsics and poses, or its sparse matches."""
     if isinstance(batch, DepthPairSample):
         return depth_coarse_supervision(batch.depth0, batch.depth1, batch.K0, batch.K1, batch.T_0to1, hw0, hw1,
                                         stride, batch.scale0, batch.scale1, batch.mask0, batch.mask1,
                                         depth_check=depth_check)
+    if isinstance(batch, MatchPairSample):
+        return match_coarse_supervision(batch.kpts0, batch.kpts1, batch.valid, hw0, hw1, stride)
     return coarse_supervision(batch.H_0to1, hw0, hw1, stride, batch.valid1)
 
 

@@ -14,6 +14,7 @@ from .data import HomographyPairs, list_images
 from .datasets import MEGADEPTH_MIN_OVERLAP, SCANNET_MIN_OVERLAP, MegaDepthPairs, ScanNetPairs
 from .mixed import MixedPairs
 from .scenes import ScenePairs
+from .teacher import TeacherPairs
 
 
 def split_holdout(images: list[Path], every: int) -> tuple[list[Path], list[Path]]:
@@ -89,7 +90,14 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, bool]:
         data = ScenePairs(train_images, size, length=length, seed=cfg.seed)
         if cfg.dataset == "mixed":
             photos = HomographyPairs(train_images, size[1], length=length, seed=cfg.seed + 1)
-            data = MixedPairs(data, photos, cfg.batch_size, cfg.scene_share, seed=cfg.seed, length=length)
+            sources, shares = [data, photos], [cfg.scene_share, 1.0 - cfg.scene_share - cfg.teacher_share]
+            if cfg.teacher and cfg.teacher_share > 0:
+                root = Path(cfg.images)
+                held_out = [p.relative_to(root).as_posix() for p in val_images if p.is_relative_to(root)]
+                sources.append(TeacherPairs(cfg.teacher, root, size, length=length, seed=cfg.seed + 2,
+                                            exclude=held_out))
+                shares.append(cfg.teacher_share)
+            data = MixedPairs(sources, shares, cfg.batch_size, seed=cfg.seed, length=length)
         return data, val, True
     if not cfg.index:
         raise ValueError(f"dataset {cfg.dataset} needs an index (--index)")

@@ -208,3 +208,50 @@ def depth_coarse_supervision(depth0: torch.Tensor, depth1: torch.Tensor, K0: tor
     w_pt0_i = torch.where(ok0[..., None], w0, torch.full_like(w0, FAR))
     return CoarseSupervision(b_ids, i_ids, j_ids, conf_gt, w_pt0_i, pts1_i,
                              scale1.to(device, torch.float64) if scale1 is not None else None)
+
+
+def _first_of_each(keys: torch.Tensor) -> torch.Tensor:
+    """(K,) bool: True at the first occurrence of each distinct key."""
+    if keys.numel() == 0:
+        return torch.zeros(0, dtype=torch.bool, device=keys.device)
+    _, inverse = torch.unique(keys, return_inverse=True)
+    order = torch.arange(keys.numel(), device=keys.device)
+    first = torch.full((int(inverse.max()) + 1,), keys.numel(), dtype=torch.long, device=keys.device)
+    first.scatter_reduce_(0, inverse, order, reduce="amin")
+    out = torch.zeros(keys.numel(), dtype=torch.bool, device=keys.device)
+    out[first] = True
+    return out
+
+
+def match_coarse_supervision(kpts0: torch.Tensor, kpts1: torch.Tensor, valid: torch.Tensor, hw0: tuple[int, int],
+                             hw1: tuple[int, int], stride: int) -> CoarseSupervision:
+    """Coarse ground truth from sparse correspondences (a teacher's matches): (N, K, 2) network pixels of both
+    images, ``valid`` (N, K).
+
+    Cell i of image0 is the cell of a match's first point; its centre is moved by the match's displacement (a local
+    translation) into image1, whose cell there is j. Each cell of either image keeps its first match (one-to-one).
+    ``conf_gt`` is 1 at (i, j), 0 on the rest of row i and column j (a matched cell matches nothing else) and -1
+    (unknown: no loss) everywhere else: cells the teacher missed may well have matches. No fine targets: every
+    ``w_pt0_i`` is :data:`FAR` (a teacher's keypoints are not cell centres)."""
+    n = kpts0.shape[0]
+    device = kpts0.device
+    k0, k1 = kpts0.to(torch.float64), kpts1.to(torch.float64)
+    cell0 = (k0 / stride).round().long()
+    cell1 = ((k1 + cell0.to(torch.float64) * stride - k0) / stride).round().long()
+    ok = valid.bool().clone()
+    ok &= (cell0[..., 0] >= 0) & (cell0[..., 0] < hw0[1]) & (cell0[..., 1] >= 0) & (cell0[..., 1] < hw0[0])
+    ok &= (cell1[..., 0] >= 0) & (cell1[..., 0] < hw1[1]) & (cell1[..., 1] >= 0) & (cell1[..., 1] < hw1[0])
+    b_ids, m_ids = torch.where(ok)
+    i_ids = cell0[b_ids, m_ids, 1] * hw0[1] + cell0[b_ids, m_ids, 0]
+    j_ids = cell1[b_ids, m_ids, 1] * hw1[1] + cell1[b_ids, m_ids, 0]
+    l, s = hw0[0] * hw0[1], hw1[0] * hw1[1]
+    keep = _first_of_each(b_ids * l + i_ids)
+    b_ids, i_ids, j_ids = b_ids[keep], i_ids[keep], j_ids[keep]
+    keep = _first_of_each(b_ids * s + j_ids)
+    b_ids, i_ids, j_ids = b_ids[keep], i_ids[keep], j_ids[keep]
+    conf_gt = torch.full((n, l, s), -1.0, device=device)
+    conf_gt[b_ids, i_ids, :] = 0.0
+    conf_gt[b_ids, :, j_ids] = 0.0
+    conf_gt[b_ids, i_ids, j_ids] = 1.0
+    w_pt0_i = torch.full((n, l, 2), FAR, dtype=torch.float64, device=device)
+    return CoarseSupervision(b_ids, i_ids, j_ids, conf_gt, w_pt0_i, grid_points(hw1, stride, n, device))
