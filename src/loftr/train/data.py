@@ -64,6 +64,20 @@ def read_photo(path: Path, longest: int = 1024) -> np.ndarray:
     return img.astype(np.float32) / 255.0
 
 
+class PhotoCache:
+    """Training photos read once (:func:`read_photo`, grey float32, at most ``longest`` px) and kept by path: each
+    dataset (and each data-loading worker) holds one."""
+
+    def __init__(self, longest: int = 1024) -> None:
+        self.longest = longest
+        self._photos: dict[Path, np.ndarray] = {}
+
+    def __call__(self, path: Path) -> np.ndarray:
+        if path not in self._photos:
+            self._photos[path] = read_photo(path, self.longest)
+        return self._photos[path]
+
+
 @dataclass(frozen=True)
 class PairSample:
     image0: torch.Tensor  # (1, S, S) float in [0, 1]
@@ -83,7 +97,7 @@ class HomographyPairs(Dataset):
             raise ValueError("no training images")
         self.images, self.size, self.length, self.seed = list(images), size, length, seed
         self.epoch = 0
-        self._cache: dict[int, np.ndarray] = {}
+        self._photos = PhotoCache()
 
     def __len__(self) -> int:
         return self.length
@@ -94,9 +108,7 @@ class HomographyPairs(Dataset):
         return collate(samples)
 
     def _grey(self, k: int) -> np.ndarray:
-        if k not in self._cache:
-            self._cache[k] = read_photo(self.images[k])
-        return self._cache[k]
+        return self._photos(self.images[k])
 
     def __getitem__(self, index: int) -> PairSample:
         epochs, index = divmod(int(index), self.length)

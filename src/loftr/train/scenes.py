@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .data import photometric, read_photo
+from .data import PhotoCache, photometric
 from .datasets import DepthPairSample, collate_depth
 
 KINDS = ("indoor", "outdoor", "object", "plane")
@@ -370,7 +370,7 @@ class ScenePairs(Dataset):
         self.images, self.size, self.length, self.seed = list(images), (int(size[0]), int(size[1])), length, seed
         self.mix = np.asarray(mix, np.float64) / sum(mix)
         self.min_covisible, self.photometric_aug = min_covisible, photometric_aug
-        self._cache: dict[int, np.ndarray] = {}
+        self._photos = PhotoCache()
 
     def __len__(self) -> int:
         return self.length
@@ -380,9 +380,7 @@ class ScenePairs(Dataset):
         return collate_depth(samples)
 
     def _photo(self, k: int) -> np.ndarray:
-        if k not in self._cache:
-            self._cache[k] = read_photo(self.images[k])
-        return self._cache[k]
+        return self._photos(self.images[k])
 
     def scene(self, index: int, attempt: int = 0) -> tuple[Scene, list[np.ndarray], str]:
         """The scene of item ``index`` (its ``attempt``-th draw), its textures and its kind."""

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .data import photometric, read_photo
+from .data import PhotoCache, photometric
 
 GAPS = (1, 2, 3)
 ALL_PAIRS_UP_TO = 6  # groups of at most this many photos give every pair (landmarks); longer ones are sequences
@@ -115,9 +115,13 @@ def build_teacher_cache(root: str | Path, pairs: list[tuple[Path, Path]], matche
     pixels at the teacher's size) has at least ``min_inliers`` inliers, and only those inliers."""
     root = Path(root)
     names, sizes, kpts0, kpts1 = [], [], [], []
+    known: dict[Path, tuple[int, int]] = {}  # original sizes, each photo read once
     for a, b in pairs:
         m = matcher(a, b)
-        wh0, wh1 = _size(a), _size(b)
+        for path in (a, b):
+            if path not in known:
+                known[path] = _size(path)
+        wh0, wh1 = known[a], known[b]
         kept = 0
         if len(m) >= 8:
             scale = max(max(wh0), max(wh1)) / teacher_size  # original pixels per teacher pixel
@@ -184,7 +188,7 @@ class TeacherPairs(Dataset):
             raise ValueError("the teacher cache has no pairs (after leaving out the held-out photos)")
         self.cache, self.root = cache, Path(root)
         self.size, self.length, self.seed, self.max_zoom = (int(size[0]), int(size[1])), length, seed, max_zoom
-        self._photos: dict[str, np.ndarray] = {}
+        self._photos = PhotoCache()
 
     def __len__(self) -> int:
         return self.length
@@ -194,9 +198,7 @@ class TeacherPairs(Dataset):
         return collate_matches(samples)
 
     def _photo(self, name: str) -> np.ndarray:
-        if name not in self._photos:
-            self._photos[name] = read_photo(self.root / name)
-        return self._photos[name]
+        return self._photos(self.root / name)
 
     def _crop(self, rng: np.random.Generator, name: str, wh: tuple[int, int], points: np.ndarray,
               centre: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
