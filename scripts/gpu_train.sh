@@ -5,7 +5,8 @@
 #
 # Prepare once here (the photos do not travel; a JPEG copy of them at most 1024 px goes in the ignored .gpu_data/,
 # with the teacher cache renamed to the copies):
-#   .venv/bin/python scripts/pack_textures.py ../shared/data/photos .gpu_data/photos .gpu_data/teacher_photos.npz
+#   .venv/bin/python scripts/pack_textures.py ../shared/data/photos .gpu_data/photos \
+#       .gpu_data/teacher_photos.npz,.gpu_data/teacher_fox.npz   # (the posed fox scene's photos go in .gpu_data/teacher_photos/)
 # Run on the device machine (tool `run`), with carry [".gpu_data"] (add "runs/gpu" to continue an earlier lease):
 #   bash scripts/gpu_train.sh                 # timeout_s 600: 8 minutes of training + export
 # Continue on the CPU from what came back (last.pt is split in 15 MB parts to fit what a lease returns):

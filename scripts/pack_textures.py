@@ -1,8 +1,10 @@
 """Copy a photo folder as JPEGs of at most 1024 px (the texture cache of the scene generator never uses more), so the
 training photos fit in what travels to a device machine: ``python scripts/pack_textures.py SRC DST [TEACHER]``.
 
-With TEACHER, a cache of ``loftr teacher-cache SRC``, its copy naming the packed photos is written beside DST as
-``teacher.npz`` (the keypoints stay in original pixels: the cache keeps the original sizes)."""
+With TEACHER, one or more caches of ``loftr teacher-cache`` (comma-separated; names relative to SRC), their copy
+naming the packed photos is written beside DST as ``teacher.npz`` (the keypoints stay in original pixels: the cache
+keeps the original sizes). Teacher photos outside SRC (a posed scene's, named ``../posed/...``) are packed beside DST
+in ``teacher_photos/``, which the photo folder does not list: they train as teacher pairs only, never as textures."""
 
 from __future__ import annotations
 
@@ -31,11 +33,32 @@ def pack(src: Path, dst: Path, longest: int = 1024, quality: int = 92) -> dict[s
     return names
 
 
-def rename_cache(cache_path: Path, names: dict[str, str], out: Path) -> int:
-    """Write a teacher cache whose photo names are the packed ones (pairs of photos not packed are left out)."""
+def pack_outside(src: Path, dst: Path, cache_names: list[tuple[str, str]], longest: int = 1024,
+                 quality: int = 92) -> dict[str, str]:
+    """Copies of the cache's photos that are not under ``src`` (names starting ``../``) into ``dst/../teacher_photos``;
+    returns {cache name: name relative to dst}."""
+    extra = dst.parent / "teacher_photos"
+    names: dict[str, str] = {}
+    for name in sorted({n for pair in cache_names for n in pair if n.startswith("../")}):
+        img = cv2.imread(str(src / name), cv2.IMREAD_GRAYSCALE)
+        if img is None:
+            continue
+        f = longest / max(img.shape)
+        if f < 1:
+            img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        extra.mkdir(parents=True, exist_ok=True)
+        flat = name.replace("../", "").replace("/", "_").rsplit(".", 1)[0] + ".jpg"
+        cv2.imwrite(str(extra / flat), img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        names[name] = f"../teacher_photos/{flat}"
+    return names
+
+
+def rename_cache(cache_path: Path | str, names: dict[str, str], out: Path) -> int:
+    """Write a teacher cache whose photo names are the packed ones (pairs of photos not packed are left out);
+    ``cache_path`` may name several caches, comma-separated."""
     from loftr.train.teacher import TeacherCache
 
-    cache = TeacherCache.load(cache_path)
+    cache = TeacherCache.load_all(cache_path)
     keep = [k for k, (a, b) in enumerate(cache.names) if a in names and b in names]
     TeacherCache([(names[cache.names[k][0]], names[cache.names[k][1]]) for k in keep], cache.sizes[keep],
                  [cache.kpts0[k] for k in keep], [cache.kpts1[k] for k in keep], cache.teacher).save(out)
@@ -48,5 +71,9 @@ if __name__ == "__main__":
     written = pack(Path(sys.argv[1]), Path(sys.argv[2]))
     print(f"{len(written)} photos written to {sys.argv[2]}")
     if len(sys.argv) == 4:
+        from loftr.train.teacher import TeacherCache
+
         out = Path(sys.argv[2]).parent / "teacher.npz"
-        print(f"{rename_cache(Path(sys.argv[3]), written, out)} teacher pairs written to {out}")
+        outside = pack_outside(Path(sys.argv[1]), Path(sys.argv[2]), TeacherCache.load_all(sys.argv[3]).names)
+        print(f"{len(outside)} teacher-only photos written to {out.parent / 'teacher_photos'}")
+        print(f"{rename_cache(sys.argv[3], written | outside, out)} teacher pairs written to {out}")

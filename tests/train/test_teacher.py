@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from loftr.eval.baselines import PairMatches
+from loftr.train.data import list_images
 from loftr.train.losses import coarse_focal_loss
 from loftr.train.supervision import FAR, match_coarse_supervision
 from loftr.train.teacher import (MatchPairSample, TeacherCache, TeacherPairs, build_teacher_cache, candidate_pairs,
@@ -22,6 +23,7 @@ def test_photos_group_by_name_without_frame_number_or_view_letter() -> None:
     assert group_key(Path("kitti_000012.png")) == group_key(Path("kitti_000013.png")) == "kitti"
     assert group_key(Path("toronto_A.jpg")) == group_key(Path("toronto_B.jpg")) == "toronto"
     assert group_key(Path("tum_1311868169.163498.png")) == "tum"
+    assert group_key(Path("0001.jpg")) == group_key(Path("0002.jpg"))  # a folder of numbered frames: one sequence
     seq = [Path(f"seq_{k:03d}.png") for k in range(8)]
     small = [Path(f"place_{k}.jpg") for k in range(3)]
     pairs = candidate_pairs(seq + small + [Path("alone.png")], gaps=(1, 2))
@@ -92,6 +94,40 @@ def test_the_cache_keeps_only_pairs_and_matches_a_fundamental_matrix_verifies(tm
         TeacherCache.load(tmp_path / "other.npz")
     with pytest.raises(FileNotFoundError, match="teacher-cache"):
         TeacherCache.load(tmp_path / "missing.npz")
+
+
+def test_known_cameras_reject_matches_off_the_true_epipolar_geometry(tmp_path: Path) -> None:
+    scene, photos = tmp_path / "posed" / "images", tmp_path / "photos"
+    scene.mkdir(parents=True)
+    photos.mkdir()
+    a, b, _ = _photo_pair(scene)
+    good0, good1 = _two_views(150)
+    K = np.array([[200.0, 0, 128], [0, 200.0, 128], [0, 0, 1]])
+    turn = np.radians(8)
+    T1 = np.eye(4)
+    T1[:3, :3] = [[np.cos(turn), 0, np.sin(turn)], [0, 1, 0], [-np.sin(turn), 0, np.cos(turn)]]
+    T1[:3, 3] = [1.0, 0.1, 0]
+    wrong = T1.copy()
+    wrong[:3, 3] = [0.1, 1.0, 0]  # another baseline: the matches fit a fundamental matrix, not these cameras
+
+    def teacher(p0: Path, p1: Path) -> PairMatches:
+        return PairMatches.create(good0, good1, np.ones(len(good0)))
+
+    kept = build_teacher_cache(scene, [(a, b)], teacher, teacher_size=256, cameras={a.name: (K, np.eye(4)),
+                               b.name: (K, T1)}, relative_to=photos)
+    assert kept.names == [("../posed/images/view_1.png", "../posed/images/view_2.png")]  # read from the photo folder
+    assert len(kept.kpts0[0]) >= 148
+    assert (photos / kept.names[0][0]).resolve() == a.resolve()
+    dropped = build_teacher_cache(scene, [(a, b)], teacher, teacher_size=256, cameras={a.name: (K, np.eye(4)),
+                                  b.name: (K, wrong)})
+    assert len(dropped) == 0
+    # several caches train as one
+    first = kept.save(tmp_path / "first.npz")
+    other = TeacherCache([("x_1.png", "x_2.png")], np.full((1, 2, 2), 64), [good0[:5]], [good1[:5]], "another")
+    second = other.save(tmp_path / "second.npz")
+    both = TeacherCache.load_all(f"{first},{second}")
+    assert both.names == kept.names + other.names and both.sizes.shape == (2, 2, 2)
+    assert np.allclose(both.kpts1[1], good1[:5], atol=1e-3)
 
 
 def _bilinear(img: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -186,6 +222,21 @@ def test_packed_photos_keep_their_teacher_pairs(tmp_path: Path) -> None:
     assert cache.names == [(names["view_1.png"], names["view_2.png"])] and cache.sizes[0].tolist() == [[256, 256]] * 2
     data = TeacherPairs(cache, tmp_path / "packed", size=(64, 48), length=4, seed=1)
     s = data[0]
+    v0, v1 = _bilinear(s.image0[0].numpy(), s.kpts0.numpy()), _bilinear(s.image1[0].numpy(), s.kpts1.numpy())
+    assert len(v0) >= 16 and np.corrcoef(v0, v1)[0, 1] > 0.7
+    # a posed scene's photos, outside the photo folder: packed beside it, where the photo folder does not list them
+    scene = tmp_path / "posed" / "images"
+    scene.mkdir(parents=True)
+    c, d, H2 = _photo_pair(scene)
+    TeacherCache([("../posed/images/view_1.png", "../posed/images/view_2.png")], np.full((1, 2, 2), 256), [k0],
+                 [_project(H2, k0)]).save(tmp_path / "posed.npz")
+    outside = pack_textures.pack_outside(src, tmp_path / "packed", TeacherCache.load(tmp_path / "posed.npz").names,
+                                         longest=128)
+    both = f"{tmp_path / 'cache.npz'},{tmp_path / 'posed.npz'}"
+    assert pack_textures.rename_cache(both, names | outside, tmp_path / "teacher.npz") == 2
+    assert len(list_images(tmp_path / "packed")) == 2  # the posed photos are no textures
+    s = TeacherPairs(tmp_path / "teacher.npz", tmp_path / "packed", size=(64, 48), length=4, seed=1,
+                     exclude=[names["view_1.png"]])[0]  # only the posed pair is left
     v0, v1 = _bilinear(s.image0[0].numpy(), s.kpts0.numpy()), _bilinear(s.image1[0].numpy(), s.kpts1.numpy())
     assert len(v0) >= 16 and np.corrcoef(v0, v1)[0, 1] > 0.7
 

@@ -161,6 +161,17 @@ def cmd_teacher_cache(args: argparse.Namespace) -> int:
         images = list_images(args.photos)
     except FileNotFoundError as exc:
         raise LoFTRError(str(exc)) from None
+    cameras = None
+    if args.cameras:
+        from ..eval.posed import read_cameras
+
+        if Path(args.cameras).name != "cameras.json":
+            raise LoFTRError(f"--cameras takes a posed scene's cameras.json, not {args.cameras}")
+        cameras = {name: cam for name, cam in read_cameras(Path(args.cameras).parent).items()}
+        unknown = sorted(p.name for p in images if p.name not in cameras)
+        if unknown:
+            raise LoFTRError(f"{args.cameras} has no camera for {', '.join(unknown[:5])}"
+                             + (" ..." if len(unknown) > 5 else ""))
     pairs = candidate_pairs(images, tuple(args.gaps))
     if not pairs:
         raise LoFTRError(f"no photo pairs in {args.photos}: photos pair up when their names differ only by a "
@@ -169,7 +180,8 @@ def cmd_teacher_cache(args: argparse.Namespace) -> int:
     progress = None if args.quiet else (lambda line: print(line, flush=True))
     cache = build_teacher_cache(args.photos, pairs, matcher, teacher=f"ALIKED+LightGlue ({args.max_keypoints} "
                                 f"keypoints at {args.teacher_size} px)", teacher_size=args.teacher_size,
-                                threshold=args.threshold, min_inliers=args.min_inliers, progress=progress)
+                                threshold=args.threshold, min_inliers=args.min_inliers, cameras=cameras,
+                                relative_to=args.relative_to, progress=progress)
     if not len(cache):
         raise LoFTRError(f"none of the {len(pairs)} pairs kept {args.min_inliers} verified matches")
     path = cache.save(args.out)
@@ -203,6 +215,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-keypoints", type=int, default=2048, help="ALIKED keypoints per image (default 2048)")
     p.add_argument("--threshold", type=float, default=1.0, help="MAGSAC threshold in teacher pixels (default 1)")
     p.add_argument("--min-inliers", type=int, default=50, help="pairs with fewer verified matches are dropped")
+    p.add_argument("--cameras", help="a posed scene's cameras.json (K, R, t of every photo): matches must also fit "
+                   "the true epipolar geometry (Sampson distance under --threshold)")
+    p.add_argument("--relative-to", metavar="DIR", help="write the photo names relative to DIR (the photo folder "
+                   "training uses; default PHOTO_DIR)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--quiet", action="store_true", help="no line per pair")
     p.set_defaults(func=cmd_teacher_cache)

@@ -48,8 +48,9 @@ class TrainConfig:
                                 "megadepth")
     scene_share: float = _f(0.5, "mixed: share of the batches that are synthetic 3D scenes (the rest: homographic "
                                  "photo pairs, and teacher pairs)")
-    teacher: str = _f("", "mixed: a teacher cache (.npz of `loftr teacher-cache`, names relative to the photo "
-                          "folder): real photo pairs with verified matches, coarse supervision only")
+    teacher: str = _f("", "mixed: teacher caches (.npz of `loftr teacher-cache`, names relative to the photo "
+                          "folder; several comma-separated): real photo pairs with verified matches, coarse "
+                          "supervision only")
     teacher_share: float = _f(0.0, "mixed: share of the batches that are teacher pairs (needs --teacher)")
     index: str = _f("", "scannet/megadepth: training index (.npz, folder of .npz, or .txt list of names)")
     intrinsics: str = _f("", "scannet: intrinsics.npz (default: found next to or above the index)")

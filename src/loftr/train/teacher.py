@@ -5,8 +5,9 @@
    :class:`~loftr.eval.baselines.AlikedLightGlueMatcher` — matches pairs of real photos of one scene taken from a
    photo folder (:func:`candidate_pairs`: frames of a sequence a few apart, views of one landmark; photos are
    grouped by their name without its trailing number). A fundamental matrix fitted with MAGSAC (1 px in the
-   teacher's pixels) must verify at least ``min_inliers`` of them, and only its inliers are kept. The cache is one
-   ``.npz`` file (names, image sizes, keypoints): training never needs the teacher.
+   teacher's pixels) must verify at least ``min_inliers`` of them, and only its inliers are kept; for a scene with
+   known cameras (``--cameras``) a match must also fit the true epipolar geometry. The cache is one ``.npz`` file
+   (names, image sizes, keypoints): training never needs the teacher; several caches train together.
 2. :class:`TeacherPairs` (``--dataset mixed --teacher CACHE``): random crops of both photos at a random zoom, the
    second centred on where the first one's matches land, photometric changes and a random order.
 3. :func:`~loftr.train.supervision.match_coarse_supervision`: coarse ground truth from the matches (cells the
@@ -17,6 +18,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -36,9 +38,10 @@ MIN_CROP_MATCHES = 16
 
 def group_key(path: Path) -> str:
     """The name of a photo without its trailing frame number or view letter: ``kitti_000012.png`` → ``kitti``,
-    ``toronto_A.jpg`` → ``toronto``."""
+    ``toronto_A.jpg`` → ``toronto``; names that are only a number (``0001.jpg``: the frames of a folder) give
+    ``""``, one group."""
     stem = re.sub(r"[_\-.][A-Za-z]$", "", path.stem)
-    return re.sub(r"[\d_.\-]+$", "", stem) or path.stem
+    return re.sub(r"[\d_.\-]+$", "", stem)
 
 
 def candidate_pairs(images: Iterable[Path], gaps: tuple[int, ...] = GAPS,
@@ -84,6 +87,22 @@ class TeacherCache:
         return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
     @classmethod
+    def concat(cls, caches: Iterable["TeacherCache"]) -> "TeacherCache":
+        """One cache of the pairs of several (e.g. a photo folder's and a posed scene's)."""
+        caches = list(caches)
+        return cls([n for c in caches for n in c.names],
+                    np.concatenate([c.sizes.reshape(-1, 2, 2) for c in caches]).astype(np.int64),
+                    [k for c in caches for k in c.kpts0], [k for c in caches for k in c.kpts1],
+                    " + ".join(dict.fromkeys(c.teacher for c in caches if c.teacher)))
+
+    @classmethod
+    def load_all(cls, paths: str | Path | Iterable[str | Path]) -> "TeacherCache":
+        """Read one cache, or several (a list, or one string of comma-separated paths) as one."""
+        if isinstance(paths, (str, Path)):
+            paths = [q for q in str(paths).split(",") if q.strip()]
+        return cls.concat(cls.load(q.strip() if isinstance(q, str) else q) for q in paths)
+
+    @classmethod
     def load(cls, path: str | Path) -> "TeacherCache":
         """Read a cache (plain arrays only: no pickled objects are accepted)."""
         path = Path(path)
@@ -107,13 +126,38 @@ def _size(path: Path) -> tuple[int, int]:
     return img.shape[1], img.shape[0]
 
 
+def _relative(path: Path, base: Path) -> str:
+    """``path`` relative to ``base``, going up with ``..`` where it is not below it (posix separators)."""
+    return Path(os.path.relpath(path, base)).as_posix()
+
+
+def _true_epipolar_inliers(kpts0: np.ndarray, kpts1: np.ndarray, cam0: tuple[np.ndarray, np.ndarray],
+                           cam1: tuple[np.ndarray, np.ndarray], threshold: float) -> np.ndarray:
+    """(M,) bool: matches within ``threshold`` pixels (Sampson) of the epipolar geometry of two known cameras
+    (K, world-to-camera 4x4)."""
+    from ..geometry import fundamental_from_pose, sampson_distance
+
+    (K0, T0), (K1, T1) = cam0, cam1
+    T = T1 @ np.linalg.inv(T0)
+    F = fundamental_from_pose(T[:3, :3], T[:3, 3], K0, K1)
+    return sampson_distance(kpts0, kpts1, F) <= threshold
+
+
 def build_teacher_cache(root: str | Path, pairs: list[tuple[Path, Path]], matcher: Callable, *, teacher: str = "",
                         teacher_size: int = 1024, threshold: float = 1.0, min_inliers: int = 50,
+                        cameras: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                        relative_to: str | Path | None = None,
                         progress: Callable[[str], None] | None = None) -> TeacherCache:
     """Match ``pairs`` with ``matcher`` (``(path0, path1) -> PairMatches``, keypoints in original pixels, seeing
     the photos at ``teacher_size`` longest side), keep the pairs whose fundamental matrix (MAGSAC, ``threshold``
-    pixels at the teacher's size) has at least ``min_inliers`` inliers, and only those inliers."""
+    pixels at the teacher's size) has at least ``min_inliers`` inliers, and only those inliers.
+
+    ``cameras`` (``{photo file name: (K (3, 3), world-to-camera (4, 4))}``, a posed scene's known cameras): a match
+    must also lie within ``threshold`` (Sampson distance, teacher pixels) of the TRUE epipolar geometry, which
+    removes the outliers a fitted F accepts. Names are written relative to ``relative_to`` (default ``root``; e.g.
+    the training photo folder, so that a posed scene's cache trains beside the photos' own)."""
     root = Path(root)
+    base = Path(relative_to) if relative_to is not None else root
     names, sizes, kpts0, kpts1 = [], [], [], []
     known: dict[Path, tuple[int, int]] = {}  # original sizes, each photo read once
     for a, b in pairs:
@@ -128,9 +172,12 @@ def build_teacher_cache(root: str | Path, pairs: list[tuple[Path, Path]], matche
             F, mask = cv2.findFundamentalMat(m.kpts0.astype(np.float64), m.kpts1.astype(np.float64),
                                              cv2.USAC_MAGSAC, threshold * max(scale, 1.0), 0.9999, 10000)
             inliers = mask.ravel().astype(bool) if F is not None and mask is not None else np.zeros(len(m), bool)
+            if cameras is not None:
+                inliers &= _true_epipolar_inliers(m.kpts0, m.kpts1, cameras[a.name], cameras[b.name],
+                                                  threshold * max(scale, 1.0))
             kept = int(inliers.sum())
             if kept >= min_inliers:
-                names.append((a.relative_to(root).as_posix(), b.relative_to(root).as_posix()))
+                names.append((_relative(a, base), _relative(b, base)))
                 sizes.append((wh0, wh1))
                 kpts0.append(m.kpts0[inliers].astype(np.float64))
                 kpts1.append(m.kpts1[inliers].astype(np.float64))
@@ -176,12 +223,13 @@ def _resized(points: np.ndarray, f: float) -> np.ndarray:
 class TeacherPairs(Dataset):
     """Endless crops of the cached teacher pairs (see the module docstring); item k is a pure function of (seed, k).
 
-    ``root`` the photo folder the cache names are relative to; ``size`` (W, H) of both views (multiples of 8);
+    ``cache`` a cache, or the path(s) of one or more (comma-separated); ``root`` the photo folder the cache names
+    are relative to; ``size`` (W, H) of both views (multiples of 8);
     ``exclude`` photo names never to use (held-out photos)."""
 
     def __init__(self, cache: str | Path | TeacherCache, root: str | Path, size: tuple[int, int] = (384, 288),
                  length: int = 1000, seed: int = 0, exclude: Iterable[str] = (), max_zoom: float = 1.6) -> None:
-        cache = cache if isinstance(cache, TeacherCache) else TeacherCache.load(cache)
+        cache = cache if isinstance(cache, TeacherCache) else TeacherCache.load_all(cache)
         skip = set(exclude)
         self.pairs = [k for k, (a, b) in enumerate(cache.names) if a not in skip and b not in skip]
         if not self.pairs:
