@@ -37,7 +37,7 @@ resume=()
 [ -f "$RUN/last.pt" ] && resume=(--resume)
 sources=(--scene-share 0.6)
 TEACHER=${TEACHER:-.gpu_data/teacher.npz}
-[ -f "$TEACHER" ] && sources=(--scene-share 0.45 --teacher "$TEACHER" --teacher-share 0.25)
+[ -f "$TEACHER" ] && sources=(--scene-share 0.33 --teacher "$TEACHER" --teacher-share 0.27)
 "$py" -m loftr.cli train --dataset mixed "${sources[@]}" --data "$DATA" --out "$RUN" "${resume[@]}" --preset tiny_ds \
   --size "$SIZE" --batch-size "$BATCH" --steps "$STEPS" --lr 1e-3 --warmup 200 --bf16 --device "$DEVICE" \
   --workers "$WORKERS" --minutes "$MINUTES" --init "$INIT" --checkpoint-every 100 --validate-every 1000 \
