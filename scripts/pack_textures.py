@@ -16,20 +16,26 @@ import cv2
 from loftr.train.data import list_images
 
 
+def _copy(path: Path, out: Path, longest: int, quality: int) -> bool:
+    """Write ``path`` as a grey JPEG of at most ``longest`` px at ``out``; False when it is not a readable image."""
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        return False
+    f = longest / max(img.shape)
+    if f < 1:
+        img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return bool(cv2.imwrite(str(out), img, [cv2.IMWRITE_JPEG_QUALITY, quality]))
+
+
 def pack(src: Path, dst: Path, longest: int = 1024, quality: int = 92) -> dict[str, str]:
     """Writes the copies; returns {name under src: name under dst} of the photos written."""
     dst.mkdir(parents=True, exist_ok=True)
     names = {}
     for k, path in enumerate(list_images(src)):
-        img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if img is None:
-            continue
-        f = longest / max(img.shape)
-        if f < 1:
-            img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
         # keep the sort order of the source (the held-out split takes every k-th photo)
-        cv2.imwrite(str(dst / f"{k:04d}_{path.stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        names[path.relative_to(src).as_posix()] = f"{k:04d}_{path.stem}.jpg"
+        if _copy(path, dst / f"{k:04d}_{path.stem}.jpg", longest, quality):
+            names[path.relative_to(src).as_posix()] = f"{k:04d}_{path.stem}.jpg"
     return names
 
 
@@ -37,28 +43,20 @@ def pack_outside(src: Path, dst: Path, cache_names: list[tuple[str, str]], longe
                  quality: int = 92) -> dict[str, str]:
     """Copies of the cache's photos that are not under ``src`` (names starting ``../``) into ``dst/../teacher_photos``;
     returns {cache name: name relative to dst}."""
-    extra = dst.parent / "teacher_photos"
     names: dict[str, str] = {}
     for name in sorted({n for pair in cache_names for n in pair if n.startswith("../")}):
-        img = cv2.imread(str(src / name), cv2.IMREAD_GRAYSCALE)
-        if img is None:
-            continue
-        f = longest / max(img.shape)
-        if f < 1:
-            img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-        extra.mkdir(parents=True, exist_ok=True)
         flat = name.replace("../", "").replace("/", "_").rsplit(".", 1)[0] + ".jpg"
-        cv2.imwrite(str(extra / flat), img, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        names[name] = f"../teacher_photos/{flat}"
+        if _copy(src / name, dst.parent / "teacher_photos" / flat, longest, quality):
+            names[name] = f"../teacher_photos/{flat}"
     return names
 
 
-def rename_cache(cache_path: Path | str, names: dict[str, str], out: Path) -> int:
+def rename_cache(cache: "TeacherCache | Path | str", names: dict[str, str], out: Path) -> int:
     """Write a teacher cache whose photo names are the packed ones (pairs of photos not packed are left out);
-    ``cache_path`` may name several caches, comma-separated."""
+    ``cache`` a cache, or the path of one or several (comma-separated)."""
     from loftr.train.teacher import TeacherCache
 
-    cache = TeacherCache.load_all(cache_path)
+    cache = cache if isinstance(cache, TeacherCache) else TeacherCache.load_all(cache)
     keep = [k for k, (a, b) in enumerate(cache.names) if a in names and b in names]
     TeacherCache([(names[cache.names[k][0]], names[cache.names[k][1]]) for k in keep], cache.sizes[keep],
                  [cache.kpts0[k] for k in keep], [cache.kpts1[k] for k in keep], cache.teacher).save(out)
@@ -74,6 +72,7 @@ if __name__ == "__main__":
         from loftr.train.teacher import TeacherCache
 
         out = Path(sys.argv[2]).parent / "teacher.npz"
-        outside = pack_outside(Path(sys.argv[1]), Path(sys.argv[2]), TeacherCache.load_all(sys.argv[3]).names)
+        cache = TeacherCache.load_all(sys.argv[3])
+        outside = pack_outside(Path(sys.argv[1]), Path(sys.argv[2]), cache.names)
         print(f"{len(outside)} teacher-only photos written to {out.parent / 'teacher_photos'}")
-        print(f"{rename_cache(sys.argv[3], written | outside, out)} teacher pairs written to {out}")
+        print(f"{rename_cache(cache, written | outside, out)} teacher pairs written to {out}")

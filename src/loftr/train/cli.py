@@ -167,7 +167,7 @@ def cmd_teacher_cache(args: argparse.Namespace) -> int:
 
         if Path(args.cameras).name != "cameras.json":
             raise LoFTRError(f"--cameras takes a posed scene's cameras.json, not {args.cameras}")
-        cameras = {name: cam for name, cam in read_cameras(Path(args.cameras).parent).items()}
+        cameras = read_cameras(Path(args.cameras).parent)
         unknown = sorted(p.name for p in images if p.name not in cameras)
         if unknown:
             raise LoFTRError(f"{args.cameras} has no camera for {', '.join(unknown[:5])}"

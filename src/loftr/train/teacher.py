@@ -100,7 +100,7 @@ class TeacherCache:
         """Read one cache, or several (a list, or one string of comma-separated paths) as one."""
         if isinstance(paths, (str, Path)):
             paths = [q for q in str(paths).split(",") if q.strip()]
-        return cls.concat(cls.load(q.strip() if isinstance(q, str) else q) for q in paths)
+        return cls.concat(cls.load(str(q).strip()) for q in paths)
 
     @classmethod
     def load(cls, path: str | Path) -> "TeacherCache":
