@@ -39,6 +39,14 @@ def test_keypoints_come_back_in_original_pixels() -> None:
     assert len(Matcher(_Fixed("tiny_ds"), max_matches=2)(np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.uint8))) == 2
 
 
+def test_default_size_shrinks_large_photos_to_1024_and_keeps_vga_frames() -> None:
+    m = Matcher(_Fixed("tiny_ds"))
+    assert m.max_size == loftr.io.DEFAULT_MAX_SIZE == 1024
+    assert m.prepare(np.zeros((2048, 3072), np.uint8)).resized == (1024, 683)
+    assert m.prepare(np.zeros((480, 640), np.uint8)).resized == (640, 480)
+    assert m.prepare(np.zeros((500, 741), np.uint8)).resized == (741, 500)
+
+
 def test_blank_images_give_zero_matches_without_nan(tiny: LoFTR) -> None:
     m = Matcher(tiny)
     for value in (0, 255):

@@ -35,11 +35,26 @@ def test_every_matching_command_has_every_shared_option() -> None:
     assert {"match", "eval pose", "sfm", "serve", "pca"} <= set(commands)  # the registry found the sub-commands
 
 
+def test_two_image_commands_default_to_1024_and_the_sfm_pipeline_to_640() -> None:
+    from loftr.eval import posed
+    from loftr.pipeline.cli import SFM_MAX_SIZE
+
+    commands = _subparsers(build_parser())
+    for name in ("match", "demo", "pca"):
+        args = commands[name].parse_args(["x"] * 2 if name in ("match", "pca") else [])
+        assert matcher_kwargs(args)["max_size"] == loftr.io.DEFAULT_MAX_SIZE == 1024, name
+    assert posed.PROTOCOL.max_size == loftr.io.DEFAULT_MAX_SIZE  # `loftr eval posed` measures what users get
+    for name, positional in (("pairs", ["d", "--exhaustive", "--out", "p.txt"]), ("match-pairs", ["d", "--exhaustive",
+                             "--out", "m.h5"]), ("sfm", ["d", "--out", "o"])):
+        assert matcher_kwargs(commands[name].parse_args(positional))["max_size"] == SFM_MAX_SIZE == 640, name
+        assert matcher_kwargs(commands[name].parse_args([*positional, "--max-size", "1024"]))["max_size"] == 1024
+
+
 def test_defaults_are_the_fast_path_and_reference_opts_out() -> None:
     parser = argparse.ArgumentParser()
     add_model_args(parser)
     kw = matcher_kwargs(parser.parse_args([]))
-    assert kw["fast"] is True and kw["max_size"] == 640 and kw["max_pixels"] == loftr.io.MAX_PIXELS
+    assert kw["fast"] is True and kw["max_size"] == loftr.io.DEFAULT_MAX_SIZE == 1024 and kw["max_pixels"] == loftr.io.MAX_PIXELS
     assert kw["rotations"] == 1
     assert matcher_kwargs(parser.parse_args(["--reference"]))["fast"] is False
     assert matcher_kwargs(parser.parse_args(["--max-pixels", "0", "--max-size", "0"]))["max_pixels"] is None

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .errors import LoFTRError, WeightsError
-from .io import MAX_PIXELS, ImageLike, PreparedImage, prepare, to_grey, to_original
+from .io import DEFAULT_MAX_SIZE, MAX_PIXELS, ImageLike, PreparedImage, prepare, to_grey, to_original
 from .model import LoFTR
 from .types import Matches
 
@@ -61,7 +61,8 @@ class Matcher:
         model: registry name of the weights ("default" = the bundled model), or a ready :class:`LoFTR`.
         weights: a checkpoint file instead of a registry name; ``preset`` says which model it fits.
         resize: (W, H) to resize both images to (distorts the aspect ratio if it differs).
-        max_size: longest side after resizing, aspect kept (default 640; None keeps the size). A very elongated
+        max_size: longest side after resizing, aspect kept (default :data:`loftr.io.DEFAULT_MAX_SIZE`, 1024; None
+            keeps the size). A very elongated
             image shrinks only until its short side is one coarse cell (8 px).
         max_pixels: limit on the pixels of each network input (default :data:`loftr.io.MAX_PIXELS`, about 2.1 MP);
             a larger input (``max_size=None`` on a big photo, a large ``resize``) is downscaled with a logged
@@ -83,7 +84,7 @@ class Matcher:
     """
 
     def __init__(self, model: str | LoFTR = "default", *, weights: str | Path | None = None, preset: str | None = None,
-                 resize: tuple[int, int] | None = None, max_size: int | None = 640, threshold: float | None = None,
+                 resize: tuple[int, int] | None = None, max_size: int | None = DEFAULT_MAX_SIZE, threshold: float | None = None,
                  max_matches: int | None = None, device: str | torch.device | None = "cpu",
                  dtype: str | torch.dtype = "fp32", fast: bool = True, compile: bool = False,
                  max_pixels: int | None = MAX_PIXELS, rotations: int = 1) -> None:
@@ -221,7 +222,7 @@ def _cached_matcher(model: str, weights: str | None, preset: str | None, device:
 
 
 def match(image0: ImageLike, image1: ImageLike, model: str = "default", *, weights: str | Path | None = None,
-          preset: str | None = None, resize: tuple[int, int] | None = None, max_size: int | None = 640,
+          preset: str | None = None, resize: tuple[int, int] | None = None, max_size: int | None = DEFAULT_MAX_SIZE,
           threshold: float | None = None, max_matches: int | None = None, device: str = "cpu",
           dtype: str = "fp32", fast: bool = True, max_pixels: int | None = MAX_PIXELS, rotations: int = 1) -> Matches:
     """Match two images (paths, arrays or tensors) → :class:`Matches` in original pixels, most confident first.

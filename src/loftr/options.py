@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from .io import MAX_PIXELS
+from .io import DEFAULT_MAX_SIZE, MAX_PIXELS
 
 if TYPE_CHECKING:
     from .matcher import Matcher
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["add_model_args", "matcher_from_args", "matcher_kwargs"]
 
 
-def add_model_args(p: argparse.ArgumentParser, *, default_size: str = "640") -> None:
+def add_model_args(p: argparse.ArgumentParser, *, default_size: str = str(DEFAULT_MAX_SIZE)) -> None:
     """Adds the model options (``--model`` | ``--weights``, ``--preset``), the sizes (``--resize`` | ``--max-size``,
     ``--max-pixels``), ``--threshold``, ``--device``, ``--dtype``, ``--reference`` and ``--rotations`` to ``p``.
 
@@ -39,7 +39,7 @@ def add_model_args(p: argparse.ArgumentParser, *, default_size: str = "640") -> 
                    "outdoor_ot, indoor_ot, tiny_ds); read from the file's metadata when absent")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--resize", nargs=2, type=int, metavar=("W", "H"), help="resize both images to W x H")
-    size.add_argument("--max-size", type=int, default=640, help=f"longest image side (default {default_size}; "
+    size.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE, help=f"longest image side (default {default_size}; "
                       "0 = keep)")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                    help=f"limit on the pixels of each network input: larger ones are downscaled with a warning "
@@ -62,7 +62,7 @@ def matcher_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`~loftr.matcher.Matcher` keyword arguments of parsed :func:`add_model_args` options (a namespace
     without some of them gets the defaults)."""
     resize = getattr(args, "resize", None)
-    max_size = getattr(args, "max_size", 640)
+    max_size = getattr(args, "max_size", DEFAULT_MAX_SIZE)
     max_pixels = getattr(args, "max_pixels", MAX_PIXELS)
     return {
         "weights": getattr(args, "weights", None),

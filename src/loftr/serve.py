@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import LoFTRError
-from .io import MAX_PIXELS
+from .io import DEFAULT_MAX_SIZE, MAX_PIXELS
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class ServeOptions:
     model: str = "default"
     weights: str | None = None
     preset: str | None = None
-    max_size: int | None = 640
+    max_size: int | None = DEFAULT_MAX_SIZE
     resize: tuple[int, int] | None = None
     threshold: float | None = None
     device: str = "cpu"

@@ -14,6 +14,7 @@ import cv2
 import torch
 
 from ..errors import LoFTRError
+from ..io import DEFAULT_MAX_SIZE
 from ..options import add_model_args, matcher_from_args
 from .baselines import LoFTRMatcher, PairMatcher, build_baselines, parse_baselines
 from .report import BenchmarkResult
@@ -153,7 +154,7 @@ def cmd_wxbs(args: argparse.Namespace) -> int:
     protocol = wxbs.WxBSProtocol(method=args.method, ransac_threshold=args.ransac_threshold)
     loaded = wxbs.read_wxbs(root)
     _seed(args.seed)
-    resize, max_size = _sizes(args, None, 640)
+    resize, max_size = _sizes(args, None, DEFAULT_MAX_SIZE)
     result = wxbs.run(loaded.limited(args.limit), _matchers(args, resize, max_size), protocol,
                       progress=not args.no_progress, config=_config(args, resize, max_size, root=str(root)))
     return _finish(result, args)
@@ -164,7 +165,7 @@ def cmd_stereo(args: argparse.Namespace) -> int:
 
     loaded = middlebury.read_pairs(args.root)
     _seed(args.seed)
-    resize, max_size = _sizes(args, None, 640)
+    resize, max_size = _sizes(args, None, DEFAULT_MAX_SIZE)
     result = middlebury.run(loaded.limited(args.limit), _matchers(args, resize, max_size),
                             progress=not args.no_progress,
                             config=_config(args, resize, max_size, root=args.root or "motorcycle"))
@@ -178,7 +179,7 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
     cfg = synthetic.SyntheticConfig(size=args.size)
     loaded = synthetic.read_synthetic(root, seed=args.seed, limit=args.limit, cfg=cfg)
     _seed(args.seed)
-    resize, max_size = _sizes(args, None, 640)
+    resize, max_size = _sizes(args, None, DEFAULT_MAX_SIZE)
     result = synthetic.run(loaded, _matchers(args, resize, max_size), progress=not args.no_progress,
                            config=_config(args, resize, max_size, root=str(root)), cfg=cfg)
     return _finish(result, args)
@@ -225,7 +226,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--stride", type=int, default=3, help="a pair starts every STRIDE views (default 3)")
     b.add_argument("--scenes", nargs="+", help="only these scenes (folder names)")
     b.add_argument("--ransac-threshold", type=float, help="essential-matrix threshold in pixels (default 0.5)")
-    _common(b, "640")
+    _common(b, str(DEFAULT_MAX_SIZE))
     b.set_defaults(func=cmd_posed)
 
     b = bench.add_parser("homography", help="HPatches: corner-error AUC, illumination and viewpoint splits")
@@ -240,19 +241,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("root", nargs="?", help="WxBS folder (default: the shared data's wxbs)")
     b.add_argument("--method", default="magsac", choices=["magsac", "ransac", "lmeds"])
     b.add_argument("--ransac-threshold", type=float, default=1.0, help="in original pixels (default 1)")
-    _common(b, "640")
+    _common(b, str(DEFAULT_MAX_SIZE))
     b.set_defaults(func=cmd_wxbs)
 
     b = bench.add_parser("stereo", help="rectified pairs with GT disparity: precision at 1/3 px")
     b.add_argument("root", nargs="?", help="Middlebury scene folder or folder of scenes (default: the Motorcycle "
                    "pair scikit-image ships)")
-    _common(b, "640")
+    _common(b, str(DEFAULT_MAX_SIZE))
     b.set_defaults(func=cmd_stereo)
 
     b = bench.add_parser("synthetic", help="random homographies of photos, generated in memory with --seed")
     b.add_argument("root", nargs="?", help="photo folder (default: the shared data's photos)")
     b.add_argument("--size", type=int, default=640, help="longest side of the generated images (default 640)")
-    _common(b, "640")
+    _common(b, str(DEFAULT_MAX_SIZE))
     b.set_defaults(func=cmd_synthetic)
 
 

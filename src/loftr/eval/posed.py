@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import LoFTRError
+from ..io import DEFAULT_MAX_SIZE
 from .baselines import PairMatcher
 from .pose import PosePair, PoseProtocol
 from .pose import run as run_pose
 from .report import BenchmarkResult, Loaded
 
-PROTOCOL = PoseProtocol("posed", epipolar_threshold=5e-4, max_size=640)
+PROTOCOL = PoseProtocol("posed", epipolar_threshold=5e-4, max_size=DEFAULT_MAX_SIZE)
 DEFAULT_GAPS = (1, 2, 4, 8)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff"}
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..io import ImageLike, prepare, to_original
+from ..io import DEFAULT_MAX_SIZE, ImageLike, prepare, to_original
 from ..types import Matches
 from . import PipelineError, require
 
@@ -180,7 +180,7 @@ class OnnxMatcher:
     resizes both images to its (W, H). Returns :class:`Matches` in original pixels, most confident first.
     """
 
-    def __init__(self, path: str | Path, *, max_size: int | None = 640, threshold: float | None = None,
+    def __init__(self, path: str | Path, *, max_size: int | None = DEFAULT_MAX_SIZE, threshold: float | None = None,
                  providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int | None = None) -> None:
         ort = require("onnxruntime", "onnxruntime", "running ONNX models")
         path = Path(path)
