@@ -54,7 +54,8 @@ def test_defaults_are_the_fast_path_and_reference_opts_out() -> None:
     parser = argparse.ArgumentParser()
     add_model_args(parser)
     kw = matcher_kwargs(parser.parse_args([]))
-    assert kw["fast"] is True and kw["max_size"] == loftr.io.DEFAULT_MAX_SIZE == 1024 and kw["max_pixels"] == loftr.io.MAX_PIXELS
+    assert kw["fast"] is True and kw["max_size"] == loftr.io.DEFAULT_MAX_SIZE == 1024
+    assert kw["max_pixels"] == loftr.io.MAX_PIXELS
     assert kw["rotations"] == 1
     assert matcher_kwargs(parser.parse_args(["--reference"]))["fast"] is False
     assert matcher_kwargs(parser.parse_args(["--max-pixels", "0", "--max-size", "0"]))["max_pixels"] is None

@@ -61,9 +61,9 @@ class Matcher:
         model: registry name of the weights ("default" = the bundled model), or a ready :class:`LoFTR`.
         weights: a checkpoint file instead of a registry name; ``preset`` says which model it fits.
         resize: (W, H) to resize both images to (distorts the aspect ratio if it differs).
-        max_size: longest side after resizing, aspect kept (default :data:`loftr.io.DEFAULT_MAX_SIZE`, 1024; None
-            keeps the size). A very elongated
-            image shrinks only until its short side is one coarse cell (8 px).
+        max_size: longest side after resizing, aspect kept, never upscaled (default :data:`loftr.io.DEFAULT_MAX_SIZE`,
+            1024; None keeps the size). A very elongated image shrinks only until its short side is one coarse cell
+            (8 px).
         max_pixels: limit on the pixels of each network input (default :data:`loftr.io.MAX_PIXELS`, about 2.1 MP);
             a larger input (``max_size=None`` on a big photo, a large ``resize``) is downscaled with a logged
             warning instead of exhausting the memory. None removes the limit.
@@ -84,8 +84,9 @@ class Matcher:
     """
 
     def __init__(self, model: str | LoFTR = "default", *, weights: str | Path | None = None, preset: str | None = None,
-                 resize: tuple[int, int] | None = None, max_size: int | None = DEFAULT_MAX_SIZE, threshold: float | None = None,
-                 max_matches: int | None = None, device: str | torch.device | None = "cpu",
+                 resize: tuple[int, int] | None = None, max_size: int | None = DEFAULT_MAX_SIZE,
+                 threshold: float | None = None, max_matches: int | None = None,
+                 device: str | torch.device | None = "cpu",
                  dtype: str | torch.dtype = "fp32", fast: bool = True, compile: bool = False,
                  max_pixels: int | None = MAX_PIXELS, rotations: int = 1) -> None:
         _check_options(resize, max_size, threshold, max_matches, max_pixels)

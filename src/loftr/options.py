@@ -39,8 +39,8 @@ def add_model_args(p: argparse.ArgumentParser, *, default_size: str = str(DEFAUL
                    "outdoor_ot, indoor_ot, tiny_ds); read from the file's metadata when absent")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--resize", nargs=2, type=int, metavar=("W", "H"), help="resize both images to W x H")
-    size.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE, help=f"longest image side (default {default_size}; "
-                      "0 = keep)")
+    size.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE,
+                      help=f"longest image side (default {default_size}; 0 = keep)")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                    help=f"limit on the pixels of each network input: larger ones are downscaled with a warning "
                    f"(default {MAX_PIXELS}; 0 = no limit, at the risk of running out of memory)")
