@@ -25,12 +25,13 @@ if TYPE_CHECKING:
 __all__ = ["add_model_args", "matcher_from_args", "matcher_kwargs"]
 
 
-def add_model_args(p: argparse.ArgumentParser, *, default_size: str = str(DEFAULT_MAX_SIZE)) -> None:
+def add_model_args(p: argparse.ArgumentParser, *, max_size: int | None = DEFAULT_MAX_SIZE,
+                   size_help: str | None = None) -> None:
     """Adds the model options (``--model`` | ``--weights``, ``--preset``), the sizes (``--resize`` | ``--max-size``,
     ``--max-pixels``), ``--threshold``, ``--device``, ``--dtype``, ``--reference`` and ``--rotations`` to ``p``.
 
-    ``default_size`` is only the help text of ``--max-size``: a caller with its own default (a benchmark's protocol)
-    sets ``max_size`` with ``p.set_defaults`` and says what it is here.
+    ``max_size`` is the default of ``--max-size`` (the many-image commands use 640); ``None`` leaves the size to the
+    caller (a benchmark's protocol), which then says in ``size_help`` what the default is.
     """
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", default="default", help="registry name of the weights (see `loftr weights list`)")
@@ -39,8 +40,8 @@ def add_model_args(p: argparse.ArgumentParser, *, default_size: str = str(DEFAUL
                    "outdoor_ot, indoor_ot, tiny_ds); read from the file's metadata when absent")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--resize", nargs=2, type=int, metavar=("W", "H"), help="resize both images to W x H")
-    size.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE,
-                      help=f"longest image side (default {default_size}; 0 = keep)")
+    size.add_argument("--max-size", type=int, default=max_size,
+                      help=f"longest image side (default {size_help or max_size}; 0 = keep)")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                    help=f"limit on the pixels of each network input: larger ones are downscaled with a warning "
                    f"(default {MAX_PIXELS}; 0 = no limit, at the risk of running out of memory)")

@@ -187,8 +187,7 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- parsers
 def _common(p: argparse.ArgumentParser, default_size: str) -> None:
-    add_model_args(p, default_size=default_size)
-    p.set_defaults(max_size=None)  # None = the benchmark's default size, told in the help
+    add_model_args(p, max_size=None, size_help=default_size)  # None = the benchmark's default size, told in the help
     p.add_argument("--baselines", default="sift,orb",
                    help="comma-separated baselines to run too: sift, orb, lightglue, aliked (ALIKED+LightGlue; "
                         "lightglue and aliked are optional packages, skipped with a warning when they do not "

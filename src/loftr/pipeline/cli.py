@@ -160,8 +160,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images_dir")
     _add_pair_source(p)
     p.add_argument("--out", required=True, help="pairs file to write")
-    add_model_args(p, default_size=str(SFM_MAX_SIZE))
-    p.set_defaults(func=cmd_pairs, max_size=SFM_MAX_SIZE)
+    add_model_args(p, max_size=SFM_MAX_SIZE)
+    p.set_defaults(func=cmd_pairs)
 
     p = sub.add_parser("match-pairs", help="match many pairs into one HDF5 file (resumable; torchrun for several "
                        "processes or GPUs)")
@@ -172,8 +172,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-matches", type=int, help="keep the K most confident matches of each pair")
     p.add_argument("--commit-every", type=int, default=64, help="pairs between safe commits (default 64)")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
-    add_model_args(p, default_size=str(SFM_MAX_SIZE))
-    p.set_defaults(func=cmd_match_pairs, max_size=SFM_MAX_SIZE)
+    add_model_args(p, max_size=SFM_MAX_SIZE)
+    p.set_defaults(func=cmd_match_pairs)
 
     p = sub.add_parser("merge-matches", help="merge part files (e.g. OUT.rank*.h5 of a distributed run) into one")
     p.add_argument("out", help="the merged HDF5 file to write")
@@ -192,8 +192,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-matches", type=int, default=15, help="fewest verified matches of a pair (default 15)")
     p.add_argument("--init-min-inliers", type=int, default=30, help="fewest inliers of the initial pair")
     p.add_argument("--abs-pose-min-inliers", type=int, default=15, help="fewest inliers to register an image")
-    add_model_args(p, default_size=str(SFM_MAX_SIZE))
-    p.set_defaults(func=cmd_sfm, max_size=SFM_MAX_SIZE)
+    add_model_args(p, max_size=SFM_MAX_SIZE)
+    p.set_defaults(func=cmd_sfm)
 
     p = sub.add_parser("export", help="export the model: `loftr export onnx OUT.onnx`")
     p.add_argument("format", choices=["onnx"])
