@@ -218,3 +218,24 @@ def test_validation_ground_truth_from_depth(tmp_path: Path) -> None:
     want = warp(pts[None].double(), torch.from_numpy(H)[None])[0]
     assert ok.sum() > 60
     torch.testing.assert_close(gt[ok], want[ok], atol=1e-2, rtol=0)
+
+
+def test_fine_only_keeps_the_coarse_stage(photo_dir: Path, tmp_path: Path) -> None:
+    """--fine-only: the parameters and BatchNorm statistics that decide the coarse matches stay as they were (also
+    across a validation, which puts the model back in train mode); the fine stage learns."""
+    from loftr.train.trainer import Trainer, coarse_modules
+
+    trainer = Trainer(_cfg(photo_dir, tmp_path / "fine", fine_only=True, steps=3, validate_every=1))
+    coarse = {id(p) for m in coarse_modules(trainer.model) for p in m.parameters()}
+    names = {n for n, p in trainer.model.named_parameters() if id(p) in coarse}
+    assert any(n.startswith("loftr_coarse.") for n in names) and "backbone.conv1.weight" in names
+    assert not any(n.startswith(("loftr_fine.", "fine_preprocess.", "backbone.layer1_outconv")) for n in names)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.run()
+    after = trainer.model.state_dict()
+    coarse_keys = [k for k in before if k.startswith(("loftr_coarse.", "backbone.layer3.", "backbone.bn1.",
+                                                       "backbone.layer1.", "backbone.conv1."))]
+    assert coarse_keys and all(torch.equal(before[k], after[k]) for k in coarse_keys)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any(k.startswith("loftr_fine.") for k in changed)
+    assert any(k.startswith("backbone.layer1_outconv2.") for k in changed)  # its BatchNorm trains too

@@ -63,6 +63,9 @@ class TrainConfig:
     workers: int = _f(0, "data-loading worker processes per rank")
     log_every: int = _f(10, "steps between loss records in log.jsonl")
     minutes: float = _f(0.0, "stop (with a checkpoint and a validation) after this many minutes of this process; 0: no limit")
+    fine_only: bool = _f(False, "train only the fine stage (the FPN merges below 1/8, the window pre-processing, the "
+                                "fine transformer); the rest stays as --init gave it (BatchNorm statistics too), so "
+                                "the coarse matches do not change")
     sync_bn: bool = _f(True, "multi-GPU: synchronise BatchNorm statistics across ranks (CUDA only)")
 
     def __post_init__(self) -> None:

@@ -56,6 +56,24 @@ def build_model(cfg: TrainConfig) -> LoFTR:
     return model
 
 
+def coarse_modules(model: LoFTR) -> list[nn.Module]:
+    """The modules whose outputs decide the coarse matches: the ResNet stem and stages, the 1/8 projection and the
+    coarse transformer. What is left (the FPN merges down to the fine map, the window pre-processing and the fine
+    transformer) only moves matches inside their windows."""
+    backbone = model.backbone
+    fpn = {f"layer{k}_outconv" for k in range(1, backbone._top)} | {f"layer{k}_outconv2" for k in range(1, backbone._top)}
+    return [m for name, m in backbone.named_children() if name not in fpn] + [model.loftr_coarse]
+
+
+def freeze(modules: list[nn.Module]) -> None:
+    """No gradients for the parameters of ``modules`` and BatchNorm statistics held (eval mode); call again after
+    any ``model.train()``."""
+    for module in modules:
+        module.eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+
+
 def _schedule(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         return 0.1 + 0.9 * step / cfg.warmup
@@ -133,6 +151,8 @@ class Trainer:
             load_weights(self.model, cfg.init)
             self.model.train()
             log.info("initialised from %s", cfg.init)
+        self.frozen = coarse_modules(self.model) if cfg.fine_only else []
+        freeze(self.frozen)
         if not restored and self.proc.rank:
             torch.manual_seed(cfg.seed + self.proc.rank)  # distinct random ground-truth pads per rank
         self.train_data, self.val_data, self.endless = build_datasets(cfg)
@@ -189,6 +209,7 @@ class Trainer:
 
     def _train_step(self, batch: Batch) -> torch.Tensor:
         cfg = self.cfg
+        freeze(self.frozen)  # (validation switches the model back to train mode as a whole)
         loss, logs = self.loss_module(batch)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
