@@ -14,7 +14,14 @@ length, number of models, the focal length(s) found (KITTI's calibration: about 
 markdown table (``--json FILE`` also writes the numbers). A quality bar, not a test: ``--check`` exits 1 unless
 loftr registers at least 18 of 20 frames in one model with a mean reprojection error under 1.5 px.
 
+With ``--scene DIR`` (a scene of ``../shared/data/posed``: ``images/`` and ``cameras.json``, e.g. castle-P19 with
+Strecha's ground-truth cameras) the same two pipelines run on that scene's images and are also scored against the
+true cameras: the relative pose of every pair of images (max of the rotation and translation-direction angles, a
+pair with an unregistered image counting as failed) summarised as pose AUC@5/10/20 degrees, and the error of the
+focal length found against the true one.
+
     python benchmarks/bench_sfm.py [--device cpu|cuda] [--check] [--json out.json]
+    python benchmarks/bench_sfm.py --scene ../shared/data/posed/castle-P19
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT.parent / "shared" / "data" / "photos"
@@ -56,6 +65,51 @@ def summary(model_dir: Path | None, num_models: int, seconds: float, n: int) -> 
             "reproj_px": rec.compute_mean_reprojection_error(), "track": rec.compute_mean_track_length(),
             "models": num_models, "focal_px": sorted(round(float(c.params[0]), 1) for c in rec.cameras.values()),
             "seconds": seconds}
+
+
+def true_cameras(scene: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{image name: (K, world-to-camera (4, 4))}`` of a posed scene."""
+    from loftr.eval.posed import read_cameras
+
+    return read_cameras(scene)
+
+
+def pose_accuracy(model_dir: Path | None, cameras: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Every pair of the scene's images scored against the true cameras: pose AUC@5/10/20 (percent) of max(rotation
+    error, translation-direction error), failed (inf) where an image is not registered; and the mean relative error
+    (percent) of the focal lengths found against the true mean focal length."""
+    import pycolmap
+
+    from loftr.geometry import angle_error_rotation, angle_error_translation, pose_auc
+
+    found: dict[str, np.ndarray] = {}
+    focal_err: list[float] = []
+    if model_dir is not None:
+        rec = pycolmap.Reconstruction(model_dir)
+        for image in rec.images.values():
+            if image.name not in cameras:
+                continue
+            pose = image.cam_from_world() if callable(image.cam_from_world) else image.cam_from_world
+            T = np.eye(4)
+            T[:3, :3], T[:3, 3] = pose.rotation.matrix(), np.asarray(pose.translation)
+            found[image.name] = T
+            K = cameras[image.name][0]
+            f_true = (K[0, 0] + K[1, 1]) / 2
+            focal_err.append(abs(float(rec.cameras[image.camera_id].mean_focal_length()) - f_true) / f_true * 100)
+    names = sorted(cameras)
+    errors = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if a not in found or b not in found:
+                errors.append(np.inf)
+                continue
+            gt = cameras[b][1] @ np.linalg.inv(cameras[a][1])
+            est = found[b] @ np.linalg.inv(found[a])
+            errors.append(max(angle_error_rotation(est[:3, :3], gt[:3, :3]),
+                              angle_error_translation(est[:3, 3], gt[:3, 3])))
+    auc = pose_auc(errors)
+    return {"pose_auc": [round(100 * auc[t], 1) for t in (5, 10, 20)], "pairs": len(errors),
+            "focal_err_pct": float(np.mean(focal_err)) if focal_err else float("nan")}
 
 
 def largest(sparse: Path) -> tuple[Path | None, int]:
@@ -97,13 +151,18 @@ def run_sift(images: Path, out: Path, single_camera: bool) -> dict:
 
 
 def table(rows: dict[str, dict]) -> str:
-    lines = ["| pipeline | registered | points | mean reproj. error | mean track | models | focal (px) | time |",
-             "|---|---|---|---|---|---|---|---|"]
+    posed = all("pose_auc" in r for r in rows.values())
+    extra = " pose AUC@5/10/20 (all pairs) | focal error |" if posed else ""
+    lines = ["| pipeline | registered | points | mean reproj. error | mean track | models | focal (px) | time |" + extra,
+             "|---|---|---|---|---|---|---|---|" + ("---|---|" if posed else "")]
     for name, r in rows.items():
         f = r["focal_px"]
         focal = f"{f[0]:.0f}-{f[-1]:.0f} ({len(f)} cameras)" if len(f) > 3 else ", ".join(f"{v:.0f}" for v in f)
-        lines.append(f"| {name} | {r['registered']}/{r['images']} | {r['points']} | {r['reproj_px']:.2f} px | "
-                     f"{r['track']:.2f} | {r['models']} | {focal or '-'} | {r['seconds']:.0f} s |")
+        line = (f"| {name} | {r['registered']}/{r['images']} | {r['points']} | {r['reproj_px']:.2f} px | "
+                f"{r['track']:.2f} | {r['models']} | {focal or '-'} | {r['seconds']:.0f} s |")
+        if posed:
+            line += f" {' / '.join(f'{v:.1f}' for v in r['pose_auc'])} | {r['focal_err_pct']:.1f} % |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -114,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-sift", action="store_true", help="only loftr")
     ap.add_argument("--check", action="store_true", help="exit 1 unless loftr registers >= 18/20, error < 1.5 px")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
+    ap.add_argument("--scene", type=Path, help="a posed scene (images/, cameras.json) instead of the KITTI frames: "
+                                               "also scores the cameras found against the true ones")
     args = ap.parse_args(argv)
+    if args.scene is not None:
+        return posed_scene(args)
     src = frames(args.photos) if args.photos.is_dir() else []
     if len(src) != 20:
         print(f"skipped: the 20 {PATTERN} frames are not in {args.photos} (found {len(src)})")
@@ -139,6 +202,35 @@ def main(argv: list[str] | None = None) -> int:
         ok = r["registered"] >= 18 and r["reproj_px"] < 1.5
         print(f"check: {'pass' if ok else 'FAIL'} (need >= 18/20 registered, mean reprojection error < 1.5 px)")
         return 0 if ok else 1
+    return 0
+
+
+def posed_scene(args: argparse.Namespace) -> int:
+    """The ``--scene`` mode: both pipelines on a posed scene's images, scored against its true cameras."""
+    images = args.scene / "images"
+    if not images.is_dir() or not (args.scene / "cameras.json").is_file():
+        print(f"skipped: {args.scene} has no images/ and cameras.json")
+        return 0
+    try:
+        import pycolmap  # noqa: F401
+    except ImportError:
+        print("skipped: pycolmap is not installed (pip install -e '.[pipeline]')")
+        return 0
+    cameras = true_cameras(args.scene)
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_sfm_") as tmp:
+        rows["loftr sfm (defaults)"] = run_loftr(images, Path(tmp) / "loftr", args.device)
+        rows["loftr sfm (defaults)"].update(pose_accuracy(largest(Path(tmp) / "loftr" / "sparse")[0], cameras))
+        if not args.no_sift:
+            for name, single in (("pycolmap SIFT (defaults, exhaustive)", False),
+                                 ("pycolmap SIFT (one shared camera)", True)):
+                out = Path(tmp) / ("sift1" if single else "sift")
+                rows[name] = run_sift(images, out, single)
+                rows[name].update(pose_accuracy(largest(out / "sparse")[0], cameras))
+    print(f"{args.scene.name}: {len(cameras)} images with true cameras")
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
     return 0
 
 
