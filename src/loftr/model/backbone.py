@@ -117,6 +117,11 @@ class ResNetFPN(nn.Module):
             stages.append(x)
         return stages
 
+    def fpn_names(self) -> list[str]:
+        """Names of the FPN's lateral projections and merge heads below the coarse level: the layers that shape only
+        the fine map (the coarse map does not depend on them)."""
+        return [f"layer{k}_outconv{suffix}" for k in range(self._top - 1, self._finest - 1, -1) for suffix in ("", "2")]
+
     def coarse_map(self, stages: list[torch.Tensor]) -> torch.Tensor:
         """The coarse map: 1x1 projection of the last stage."""
         return getattr(self, f"layer{self._top}_outconv")(stages[-1])

@@ -86,6 +86,8 @@ class TrainConfig:
             raise ValueError(f"a teacher cache trains with --dataset mixed, not {self.dataset}")
         if self.teacher_share > 0 and not self.teacher:
             raise ValueError("teacher_share needs a teacher cache (--teacher)")
+        if self.fine_only and not self.init:
+            raise ValueError("fine_only trains the fine stage of given weights: it needs --init")
         if not isinstance(self.model_overrides, dict):
             raise ValueError(f"model_overrides must be a JSON object, got {self.model_overrides!r}")
 

@@ -60,9 +60,8 @@ def coarse_modules(model: LoFTR) -> list[nn.Module]:
     """The modules whose outputs decide the coarse matches: the ResNet stem and stages, the 1/8 projection and the
     coarse transformer. What is left (the FPN merges down to the fine map, the window pre-processing and the fine
     transformer) only moves matches inside their windows."""
-    backbone = model.backbone
-    fpn = {f"layer{k}_outconv" for k in range(1, backbone._top)} | {f"layer{k}_outconv2" for k in range(1, backbone._top)}
-    return [m for name, m in backbone.named_children() if name not in fpn] + [model.loftr_coarse]
+    fpn = set(model.backbone.fpn_names())
+    return [m for name, m in model.backbone.named_children() if name not in fpn] + [model.loftr_coarse]
 
 
 def freeze(modules: list[nn.Module]) -> None:
