@@ -67,15 +67,8 @@ def summary(model_dir: Path | None, num_models: int, seconds: float, n: int) -> 
             "seconds": seconds}
 
 
-def true_cameras(scene: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{image name: (K, world-to-camera (4, 4))}`` of a posed scene."""
-    from loftr.eval.posed import read_cameras
-
-    return read_cameras(scene)
-
-
 def pose_accuracy(model_dir: Path | None, cameras: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
-    """Every pair of the scene's images scored against the true cameras: pose AUC@5/10/20 (percent) of max(rotation
+    """``cameras``: :func:`loftr.eval.posed.read_cameras` of the scene. Every pair of the scene's images scored against the true cameras: pose AUC@5/10/20 (percent) of max(rotation
     error, translation-direction error), failed (inf) where an image is not registered; and the mean relative error
     (percent) of the focal lengths found against the true mean focal length."""
     import pycolmap
@@ -110,6 +103,16 @@ def pose_accuracy(model_dir: Path | None, cameras: dict[str, tuple[np.ndarray, n
     auc = pose_auc(errors)
     return {"pose_auc": [round(100 * auc[t], 1) for t in (5, 10, 20)], "pairs": len(errors),
             "focal_err_pct": float(np.mean(focal_err)) if focal_err else float("nan")}
+
+
+def pycolmap_missing() -> bool:
+    """True (after saying so) when pycolmap is not installed: the benchmark is then skipped."""
+    try:
+        import pycolmap  # noqa: F401
+    except ImportError:
+        print("skipped: pycolmap is not installed (pip install -e '.[pipeline]')")
+        return True
+    return False
 
 
 def largest(sparse: Path) -> tuple[Path | None, int]:
@@ -182,10 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(src) != 20:
         print(f"skipped: the 20 {PATTERN} frames are not in {args.photos} (found {len(src)})")
         return 0
-    try:
-        import pycolmap  # noqa: F401
-    except ImportError:
-        print("skipped: pycolmap is not installed (pip install -e '.[pipeline]')")
+    if pycolmap_missing():
         return 0
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench_sfm_") as tmp:
@@ -211,12 +211,11 @@ def posed_scene(args: argparse.Namespace) -> int:
     if not images.is_dir() or not (args.scene / "cameras.json").is_file():
         print(f"skipped: {args.scene} has no images/ and cameras.json")
         return 0
-    try:
-        import pycolmap  # noqa: F401
-    except ImportError:
-        print("skipped: pycolmap is not installed (pip install -e '.[pipeline]')")
+    if pycolmap_missing():
         return 0
-    cameras = true_cameras(args.scene)
+    from loftr.eval.posed import read_cameras
+
+    cameras = read_cameras(args.scene)
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench_sfm_") as tmp:
         rows["loftr sfm (defaults)"] = run_loftr(images, Path(tmp) / "loftr", args.device)
