@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,23 @@ def test_pose_aggregate_is_the_auc_of_the_max_errors() -> None:
     records = [{"pose_error": 0.0, "precision": 1.0}, {"pose_error": math.inf, "precision": 0.5}]
     agg = aggregate_pose(records, PROTOCOLS["megadepth"])
     assert agg == {"auc@5": 0.5, "auc@10": 0.5, "auc@20": 0.5, "precision": 0.75}
+
+
+def test_pose_orders_score_every_shuffle_and_average_the_auc() -> None:
+    T = room_pose(0)
+    corrs = gt_correspondences(IDENTITY, T, step=8)
+    pair = PosePair("p", "scannet", Path("a"), Path("b"), K_TINY, K_TINY, T)
+    protocol = replace(PROTOCOLS["scannet"], orders=3)
+    rec = score_pose(pair, exact(corrs), protocol)
+    assert len(rec["pose_errors"]) == 3 and rec["pose_errors"][0] == rec["pose_error"]
+    assert max(rec["pose_errors"]) < 0.1  # exact matches: every order recovers the pose
+    assert score_pose(pair, PairMatches.empty(), protocol)["pose_errors"] == [math.inf] * 3
+    records = [{"pose_error": 0.0, "pose_errors": [0.0, 0.0, math.inf], "precision": 1.0},
+               {"pose_error": math.inf, "pose_errors": [math.inf, 0.0, 0.0], "precision": 1.0}]
+    agg = aggregate_pose(records, replace(PROTOCOLS["megadepth"], orders=3))
+    assert agg["auc@5"] == 0.5  # the first order, as without --orders
+    assert agg["auc@5_mean"] == pytest.approx(2 / 3) and agg["auc@5_std"] == pytest.approx(np.std([0.5, 1, 0.5]))
+    assert "auc@5_mean" not in aggregate_pose(records, PROTOCOLS["megadepth"])
 
 
 def test_wxbs_score_exact_and_failed() -> None:

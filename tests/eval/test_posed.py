@@ -91,11 +91,14 @@ def test_eval_posed_cli_writes_results(tiny_weights: Path, tmp_path: Path, capsy
     write_scene(tmp_path / "data" / "room")
     rc = main(["eval", "posed", str(tmp_path / "data"), "--gaps", "1", "--stride", "1", "--weights",
                str(tiny_weights), "--max-size", "160", "--no-progress", "--baselines", "sift",
-               "--out", str(tmp_path / "out")])
+               "--out", str(tmp_path / "out"), "--orders", "2"])
     assert rc == 0, capsys.readouterr().err
     data = json.loads((tmp_path / "out" / "results.json").read_text())
     assert data["benchmark"] == "pose-posed" and data["config"]["gaps"] == [1]
+    assert data["config"]["protocol"]["orders"] == 2
     assert [s["method"] for s in data["summary"]] == ["LoFTR (tiny.safetensors)", "SIFT"]
+    assert all(len(e) == 2 for e in data["pairs"]["SIFT"]["pose_errors"])
+    assert "auc@5_mean" in data["summary"][1] and "auc@5_std" in data["summary"][1]
 
 
 def test_shared_posed_scenes_read() -> None:

@@ -72,6 +72,21 @@ def _matchers(args: argparse.Namespace, resize: tuple[int, int] | None, max_size
     return [loftr, *build_baselines(names, resize=resize, max_size=max_size, device=args.device)]
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _pose_protocol(protocol: Any, args: argparse.Namespace) -> Any:
+    """A pose protocol with the --ransac-threshold and --orders of the command line."""
+    from dataclasses import replace
+
+    threshold = protocol.ransac_threshold if args.ransac_threshold is None else args.ransac_threshold
+    return replace(protocol, ransac_threshold=threshold, orders=args.orders)
+
+
 def _seed(seed: int) -> None:
     cv2.setRNGSeed(seed)
     torch.manual_seed(seed)
@@ -98,11 +113,7 @@ def _finish(result: BenchmarkResult, args: argparse.Namespace) -> int:
 def cmd_pose(args: argparse.Namespace) -> int:
     from . import pose
 
-    protocol = pose.PROTOCOLS[args.dataset]
-    if args.ransac_threshold is not None:
-        from dataclasses import replace
-
-        protocol = replace(protocol, ransac_threshold=args.ransac_threshold)
+    protocol = _pose_protocol(pose.PROTOCOLS[args.dataset], args)
     if args.dataset == "scannet":
         loaded = pose.read_scannet(args.index, args.root, args.intrinsics)
     else:
@@ -119,11 +130,7 @@ def cmd_posed(args: argparse.Namespace) -> int:
     from . import posed
 
     root = _data_root(args.root, "posed", "posed-scenes")
-    protocol = posed.PROTOCOL
-    if args.ransac_threshold is not None:
-        from dataclasses import replace
-
-        protocol = replace(protocol, ransac_threshold=args.ransac_threshold)
+    protocol = _pose_protocol(posed.PROTOCOL, args)
     loaded = posed.read_posed(root, args.gaps, args.stride, args.scenes)
     _seed(args.seed)
     resize, max_size = _sizes(args, None, protocol.max_size)
@@ -214,6 +221,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--intrinsics", help="ScanNet intrinsics.npz (default: next to the index)")
     b.add_argument("--npz-dir", help="MegaDepth: folder of the scene-info files of a list file (default: its folder)")
     b.add_argument("--ransac-threshold", type=float, help="essential-matrix threshold in pixels (default 0.5)")
+    b.add_argument("--orders", type=_positive_int, default=1, help="also run the estimator on N-1 seeded shuffles "
+                   "of each pair's matches and report the AUC's mean over the N orders (RANSAC is chaotic in the "
+                   "order: one run moves a scene's AUC by points; default 1)")
     _common(b, "scannet 640x480 (--resize), megadepth 840")
     b.set_defaults(func=cmd_pose)
 
@@ -225,6 +235,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--stride", type=int, default=3, help="a pair starts every STRIDE views (default 3)")
     b.add_argument("--scenes", nargs="+", help="only these scenes (folder names)")
     b.add_argument("--ransac-threshold", type=float, help="essential-matrix threshold in pixels (default 0.5)")
+    b.add_argument("--orders", type=_positive_int, default=1, help="also run the estimator on N-1 seeded shuffles "
+                   "of each pair's matches and report the AUC's mean over the N orders (RANSAC is chaotic in the "
+                   "order: one run moves a scene's AUC by points; default 1)")
     _common(b, str(DEFAULT_MAX_SIZE))
     b.set_defaults(func=cmd_posed)
 

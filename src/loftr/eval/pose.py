@@ -53,6 +53,7 @@ class PoseProtocol:
     confidence: float = 0.99999
     method: str = "ransac"
     auc_thresholds: tuple[float, ...] = (5.0, 10.0, 20.0)
+    orders: int = 1  # >1: the estimator also runs on orders-1 seeded shuffles of each pair's matches (see score_pose)
 
 
 PROTOCOLS = {
@@ -194,20 +195,48 @@ def score_pose(pair: PosePair, matches: PairMatches, protocol: PoseProtocol) -> 
     if len(matches):
         epi = epipolar_error_normalized(matches.kpts0, matches.kpts1, pair.T_0to1, pair.K0, pair.K1)
         precision = float(np.mean(epi < protocol.epipolar_threshold))
-    return {"pose_error": max(err_R, err_t), "R_error": err_R, "t_error": err_t,
-            "inliers": 0 if est is None else est.num_inliers, "precision": precision}
+    record: Record = {"pose_error": max(err_R, err_t), "R_error": err_R, "t_error": err_t,
+                      "inliers": 0 if est is None else est.num_inliers, "precision": precision}
+    if protocol.orders > 1:
+        record["pose_errors"] = [record["pose_error"], *_shuffled_errors(pair, matches, protocol)]
+    return record
+
+
+def _shuffled_errors(pair: PosePair, matches: PairMatches, protocol: PoseProtocol) -> list[float]:
+    """Pose errors of the estimator on ``protocol.orders - 1`` shuffles of the matches (seeded, so repeatable).
+
+    RANSAC is deterministic for one input but chaotic in it: the same matches in another order give another
+    pose, and a benchmark's AUC moves by points. The mean over orders is the figure to compare models by."""
+    rng = np.random.default_rng(0)
+    errors = []
+    for _ in range(protocol.orders - 1):
+        order = rng.permutation(len(matches))
+        est = estimate_relative_pose(matches.kpts0[order], matches.kpts1[order], pair.K0, pair.K1,
+                                     threshold=protocol.ransac_threshold, confidence=protocol.confidence,
+                                     method=protocol.method)
+        errors.append(np.inf if est is None else max(pose_error(est.R, est.t, pair.T_0to1)))
+    return errors
 
 
 def aggregate_pose(records: list[Record], protocol: PoseProtocol) -> dict[str, float]:
     """Pose-error AUC at each threshold and the mean matching precision."""
     aucs = pose_auc([r["pose_error"] for r in records], protocol.auc_thresholds)
-    return {**{f"auc@{t:g}": v for t, v in aucs.items()}, "precision": mean_of(records, "precision")}
+    out = {**{f"auc@{t:g}": v for t, v in aucs.items()}, "precision": mean_of(records, "precision")}
+    if protocol.orders > 1 and records:
+        per_order = [pose_auc([r["pose_errors"][k] for r in records], protocol.auc_thresholds)
+                     for k in range(protocol.orders)]
+        for t in protocol.auc_thresholds:
+            values = [a[t] for a in per_order]
+            out[f"auc@{t:g}_mean"], out[f"auc@{t:g}_std"] = float(np.mean(values)), float(np.std(values))
+    return out
 
 
 def run(loaded: Loaded[PosePair], matchers: Sequence[PairMatcher], protocol: PoseProtocol, *,
         progress: bool = True, config: dict[str, Any] | None = None) -> BenchmarkResult:
     """Every matcher on every pair, scored with ``protocol``."""
     columns = [*(Column(f"auc@{t:g}", f"AUC@{t:g}°") for t in protocol.auc_thresholds),
+               *(Column(f"auc@{t:g}_mean", f"AUC@{t:g}° ({protocol.orders} orders)") for t in protocol.auc_thresholds
+                 if protocol.orders > 1),
                Column("precision", f"P@{protocol.epipolar_threshold:g}")]
     title = f"Relative pose, {protocol.name} (essential matrix, {protocol.method} {protocol.ransac_threshold:g} px)"
     cfg = {"protocol": asdict(protocol), **(config or {})}
