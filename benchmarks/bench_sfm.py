@@ -68,9 +68,9 @@ def summary(model_dir: Path | None, num_models: int, seconds: float, n: int) -> 
 
 
 def pose_accuracy(model_dir: Path | None, cameras: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
-    """``cameras``: :func:`loftr.eval.posed.read_cameras` of the scene. Every pair of the scene's images scored against the true cameras: pose AUC@5/10/20 (percent) of max(rotation
-    error, translation-direction error), failed (inf) where an image is not registered; and the mean relative error
-    (percent) of the focal lengths found against the true mean focal length."""
+    """Every pair of the scene's images scored against its true ``cameras`` (:func:`loftr.eval.posed.read_cameras`):
+    pose AUC@5/10/20 (percent) of max(rotation error, translation-direction error), failed (inf) where an image is not
+    registered; and the mean relative error (percent) of the focal lengths found against the true mean focal length."""
     import pycolmap
 
     from loftr.geometry import angle_error_rotation, angle_error_translation, pose_auc

@@ -223,13 +223,11 @@ def test_validation_ground_truth_from_depth(tmp_path: Path) -> None:
 def test_fine_only_keeps_the_coarse_stage(photo_dir: Path, tmp_path: Path) -> None:
     """--fine-only: the parameters and BatchNorm statistics that decide the coarse matches stay as they were (also
     across a validation, which puts the model back in train mode); the fine stage learns."""
-    import loftr
     from loftr.train.trainer import Trainer, coarse_modules
 
     with pytest.raises(ValueError, match="needs --init"):  # a frozen random coarse stage would be pointless
         _cfg(photo_dir, tmp_path / "fine", fine_only=True)
-    bundled = Path(loftr.__file__).parent / "weights" / "tiny_ds.safetensors"
-    trainer = Trainer(_cfg(photo_dir, tmp_path / "fine", fine_only=True, init=str(bundled), steps=3, validate_every=1))
+    trainer = Trainer(_cfg(photo_dir, tmp_path / "fine", fine_only=True, init="tiny_ds", steps=3, validate_every=1))
     coarse = {id(p) for m in coarse_modules(trainer.model) for p in m.parameters()}
     names = {n for n, p in trainer.model.named_parameters() if id(p) in coarse}
     assert any(n.startswith("loftr_coarse.") for n in names) and "backbone.conv1.weight" in names

@@ -193,6 +193,14 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- parsers
+def _pose_options(p: argparse.ArgumentParser) -> None:
+    """The estimator options of ``pose`` and ``posed``."""
+    p.add_argument("--ransac-threshold", type=float, help="essential-matrix threshold in pixels (default 0.5)")
+    p.add_argument("--orders", type=_positive_int, default=1, help="also run the estimator on N-1 seeded shuffles "
+                   "of each pair's matches and report the AUC's mean over the N orders (RANSAC is chaotic in the "
+                   "order: one run moves a scene's AUC by points; default 1)")
+
+
 def _common(p: argparse.ArgumentParser, default_size: str) -> None:
     add_model_args(p, max_size=None, size_help=default_size)  # None = the benchmark's default size, told in the help
     p.add_argument("--baselines", default="sift,orb",
@@ -220,10 +228,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "holding Undistorted_SfM)")
     b.add_argument("--intrinsics", help="ScanNet intrinsics.npz (default: next to the index)")
     b.add_argument("--npz-dir", help="MegaDepth: folder of the scene-info files of a list file (default: its folder)")
-    b.add_argument("--ransac-threshold", type=float, help="essential-matrix threshold in pixels (default 0.5)")
-    b.add_argument("--orders", type=_positive_int, default=1, help="also run the estimator on N-1 seeded shuffles "
-                   "of each pair's matches and report the AUC's mean over the N orders (RANSAC is chaotic in the "
-                   "order: one run moves a scene's AUC by points; default 1)")
+    _pose_options(b)
     _common(b, "scannet 640x480 (--resize), megadepth 840")
     b.set_defaults(func=cmd_pose)
 
@@ -234,10 +239,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--gaps", type=int, nargs="+", default=[1, 2, 4, 8], help="frame gaps of the pairs (default 1 2 4 8)")
     b.add_argument("--stride", type=int, default=3, help="a pair starts every STRIDE views (default 3)")
     b.add_argument("--scenes", nargs="+", help="only these scenes (folder names)")
-    b.add_argument("--ransac-threshold", type=float, help="essential-matrix threshold in pixels (default 0.5)")
-    b.add_argument("--orders", type=_positive_int, default=1, help="also run the estimator on N-1 seeded shuffles "
-                   "of each pair's matches and report the AUC's mean over the N orders (RANSAC is chaotic in the "
-                   "order: one run moves a scene's AUC by points; default 1)")
+    _pose_options(b)
     _common(b, str(DEFAULT_MAX_SIZE))
     b.set_defaults(func=cmd_posed)
 

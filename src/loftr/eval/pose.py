@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LoFTRError
-from ..geometry import epipolar_error_normalized, estimate_relative_pose, pose_auc, pose_error
+from ..geometry import PoseResult, epipolar_error_normalized, estimate_relative_pose, pose_auc, pose_error
 from .baselines import PairMatcher, PairMatches
 from .report import BenchmarkResult, Column, Loaded, Record, image_size, mean_of, run_benchmark
 
@@ -187,10 +187,9 @@ def _found(pairs: list[PosePair], skipped: list[str], what: str, root: Path) -> 
 
 # ------------------------------------------------------------------------------------------------------ metrics
 def score_pose(pair: PosePair, matches: PairMatches, protocol: PoseProtocol) -> Record:
-    """Per-pair pose error (degrees; inf on failure), its rotation/translation parts, inliers and precision."""
-    est = estimate_relative_pose(matches.kpts0, matches.kpts1, pair.K0, pair.K1, threshold=protocol.ransac_threshold,
-                                 confidence=protocol.confidence, method=protocol.method)
-    err_R, err_t = (np.inf, np.inf) if est is None else pose_error(est.R, est.t, pair.T_0to1)
+    """Per-pair pose error (degrees; inf on failure), its rotation/translation parts, inliers and precision; with
+    ``protocol.orders`` > 1 also ``pose_errors``, the pose error of each order of the matches (the given one first)."""
+    est, (err_R, err_t) = _estimate(pair, matches.kpts0, matches.kpts1, protocol)
     precision = 0.0
     if len(matches):
         epi = epipolar_error_normalized(matches.kpts0, matches.kpts1, pair.T_0to1, pair.K0, pair.K1)
@@ -198,28 +197,26 @@ def score_pose(pair: PosePair, matches: PairMatches, protocol: PoseProtocol) -> 
     record: Record = {"pose_error": max(err_R, err_t), "R_error": err_R, "t_error": err_t,
                       "inliers": 0 if est is None else est.num_inliers, "precision": precision}
     if protocol.orders > 1:
-        record["pose_errors"] = [record["pose_error"], *_shuffled_errors(pair, matches, protocol)]
+        # RANSAC is deterministic for one input but chaotic in it: the same matches in another order give another
+        # pose, and a benchmark's AUC moves by points; seeded shuffles, so a run repeats exactly
+        rng = np.random.default_rng(0)
+        orders = (rng.permutation(len(matches)) for _ in range(protocol.orders - 1))
+        record["pose_errors"] = [record["pose_error"], *(
+            max(_estimate(pair, matches.kpts0[o], matches.kpts1[o], protocol)[1]) for o in orders)]
     return record
 
 
-def _shuffled_errors(pair: PosePair, matches: PairMatches, protocol: PoseProtocol) -> list[float]:
-    """Pose errors of the estimator on ``protocol.orders - 1`` shuffles of the matches (seeded, so repeatable).
-
-    RANSAC is deterministic for one input but chaotic in it: the same matches in another order give another
-    pose, and a benchmark's AUC moves by points. The mean over orders is the figure to compare models by."""
-    rng = np.random.default_rng(0)
-    errors = []
-    for _ in range(protocol.orders - 1):
-        order = rng.permutation(len(matches))
-        est = estimate_relative_pose(matches.kpts0[order], matches.kpts1[order], pair.K0, pair.K1,
-                                     threshold=protocol.ransac_threshold, confidence=protocol.confidence,
-                                     method=protocol.method)
-        errors.append(np.inf if est is None else max(pose_error(est.R, est.t, pair.T_0to1)))
-    return errors
+def _estimate(pair: PosePair, kpts0: np.ndarray, kpts1: np.ndarray, protocol: PoseProtocol,
+              ) -> tuple[PoseResult | None, tuple[float, float]]:
+    """The protocol's relative pose from (M, 2) matches and its (rotation, translation) errors (inf on failure)."""
+    est = estimate_relative_pose(kpts0, kpts1, pair.K0, pair.K1, threshold=protocol.ransac_threshold,
+                                 confidence=protocol.confidence, method=protocol.method)
+    return est, ((np.inf, np.inf) if est is None else pose_error(est.R, est.t, pair.T_0to1))
 
 
 def aggregate_pose(records: list[Record], protocol: PoseProtocol) -> dict[str, float]:
-    """Pose-error AUC at each threshold and the mean matching precision."""
+    """Pose-error AUC at each threshold and the mean matching precision; with ``protocol.orders`` > 1 also the mean
+    and std over the orders of the AUC (``auc@T_mean``, ``auc@T_std``)."""
     aucs = pose_auc([r["pose_error"] for r in records], protocol.auc_thresholds)
     out = {**{f"auc@{t:g}": v for t, v in aucs.items()}, "precision": mean_of(records, "precision")}
     if protocol.orders > 1 and records:
