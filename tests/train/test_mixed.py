@@ -65,3 +65,31 @@ def test_mixed_dataset_trains_through_the_trainer(photo_dir: Path, tmp_path: Pat
     assert any("val" in r and "with_ground_truth" in r["val"] for r in records)  # validated on 3D pairs
     with pytest.raises(ValueError, match="scene_share"):
         TrainConfig(images="x", out_dir="y", dataset="mixed", scene_share=2.0)
+
+
+def test_scene_pairs_without_fine_train_the_coarse_matching_only(photo_dir: Path) -> None:
+    """--no-scene-fine: a scene batch gives a fine loss of exactly 0 and no gradient to the fine transformer, while
+    the coarse stage still learns; the same pairs with their fine targets do train the fine stage."""
+    from loftr.model import LoFTR
+    from loftr.train.config import TrainConfig
+    from loftr.train.datasets import collate_depth
+    from loftr.train.objective import loss_terms
+
+    images = list_images(photo_dir)
+    torch.manual_seed(0)
+    model = LoFTR("tiny_ds")
+    measured = {}
+    for fine in (True, False):
+        pairs = ScenePairs(images, (128, 96), length=2, seed=0, fine=fine)
+        batch = collate_depth([pairs[0], pairs[1]])
+        assert batch.fine is fine
+        model.zero_grad(set_to_none=True)
+        loss, logs = loss_terms(model, batch)
+        loss.backward()
+        fine_grad = sum(float(p.grad.abs().sum()) for p in model.loftr_fine.parameters() if p.grad is not None)
+        coarse_grad = sum(float(p.grad.abs().sum()) for p in model.loftr_coarse.parameters() if p.grad is not None)
+        measured[fine] = (float(logs[2]), fine_grad, coarse_grad)
+    assert measured[True][0] > 0 and measured[True][1] > 0
+    assert measured[False][0] == 0.0 and measured[False][1] == 0.0
+    assert measured[False][2] > 0  # the coarse matching still learns from the scenes
+    assert TrainConfig(images="x", out_dir="y", dataset="mixed", scene_fine=False).scene_fine is False

@@ -48,6 +48,8 @@ class TrainConfig:
                                 "megadepth")
     scene_share: float = _f(0.5, "mixed: share of the batches that are synthetic 3D scenes (the rest: homographic "
                                  "photo pairs, and teacher pairs)")
+    scene_fine: bool = _f(True, "scenes/mixed: the synthetic 3D scenes also train the fine stage (--no-scene-fine: "
+                                "the coarse matching only; their rendered textures held the sub-pixel accuracy back)")
     teacher: str = _f("", "mixed: teacher caches (.npz of `loftr teacher-cache`, names relative to the photo "
                           "folder; several comma-separated): real photo pairs with verified matches, coarse "
                           "supervision only")

@@ -50,6 +50,7 @@ class DepthPairSample:
     scale1: torch.Tensor
     mask0: torch.Tensor | None = None  # (H, W) bool
     mask1: torch.Tensor | None = None
+    fine: bool = True  # whether its sub-pixel targets train the fine stage (False: the coarse matching only)
 
 
 def _pad_to(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -72,6 +73,7 @@ def collate_depth(samples: list[DepthPairSample]) -> DepthPairSample:
         else:
             fields[name] = torch.stack([m if m is not None else torch.ones(s.image0.shape[-2:], dtype=torch.bool)
                                         for m, s in zip(masks, samples)])
+    fields["fine"] = all(s.fine for s in samples)
     return DepthPairSample(**fields)
 
 

@@ -60,8 +60,11 @@ def loss_terms(model: LoFTR, batch: Batch, *, sparse: bool = False,
     else:
         loss_c = coarse_focal_loss(out.conf_matrix, sup.conf_gt, weight=weight, sparse=sparse)
     sel = out.coarse
-    target = fine_targets(sup, sel.b_ids, sel.i_ids, sel.j_ids, stride_f, cfg.fine_window_size)
-    loss_f = fine_l2_std_loss(out.expec_f, target.to(out.expec_f.device))
+    if getattr(batch, "fine", True):
+        target = fine_targets(sup, sel.b_ids, sel.i_ids, sel.j_ids, stride_f, cfg.fine_window_size)
+        loss_f = fine_l2_std_loss(out.expec_f, target.to(out.expec_f.device))
+    else:  # coarse-only pairs: a zero that keeps the fine stage in the graph (DDP expects every gradient)
+        loss_f = out.expec_f.sum() * 0.0
     loss = loss_c + loss_f
     logs = torch.stack([loss.detach().float(), loss_c.detach().float(), loss_f.detach().float(),
                         torch.tensor(float(sup.b_ids.numel()), device=loss.device),

@@ -87,7 +87,7 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, bool]:
         size = (cfg.size // 8 * 8, cfg.size * 3 // 4 // 8 * 8)
         length = cfg.batch_size * cfg.checkpoint_every
         val = ScenePairs(val_images, size, cfg.val_pairs, seed=cfg.seed + 1000)  # mixed: judged on 3D pairs
-        data = ScenePairs(train_images, size, length=length, seed=cfg.seed)
+        data = ScenePairs(train_images, size, length=length, seed=cfg.seed, fine=cfg.scene_fine)
         if cfg.dataset == "mixed":
             photos = HomographyPairs(train_images, size[1], length=length, seed=cfg.seed + 1)
             sources, shares = [data, photos], [cfg.scene_share, 1.0 - cfg.scene_share - cfg.teacher_share]

@@ -359,17 +359,19 @@ def covisible_share(depth0: np.ndarray, depth1: np.ndarray, cam0: Camera, cam1: 
 class ScenePairs(Dataset):
     """Endless synthetic 3D pairs (see the module docstring) textured from ``images``; item k is a pure function of
     (seed, k). ``size`` (W, H) of both views, multiples of 8; ``mix`` the share of each of :data:`KINDS`; pairs whose
-    covisible share of coarse cells is below ``min_covisible`` are redrawn."""
+    covisible share of coarse cells is below ``min_covisible`` are redrawn; with ``fine=False`` the pairs train the
+    coarse matching only (rendered textures held the sub-pixel accuracy back)."""
 
     def __init__(self, images: list[Path], size: tuple[int, int] = (384, 288), length: int = 1000, seed: int = 0,
-                 mix: tuple[float, ...] = DEFAULT_MIX, min_covisible: float = 0.12, photometric_aug: bool = True) -> None:
+                 mix: tuple[float, ...] = DEFAULT_MIX, min_covisible: float = 0.12, photometric_aug: bool = True,
+                 fine: bool = True) -> None:
         if not images:
             raise ValueError("no texture images")
         if len(mix) != len(KINDS) or min(mix) < 0 or sum(mix) <= 0:
             raise ValueError(f"mix must give {len(KINDS)} non-negative shares ({', '.join(KINDS)})")
         self.images, self.size, self.length, self.seed = list(images), (int(size[0]), int(size[1])), length, seed
         self.mix = np.asarray(mix, np.float64) / sum(mix)
-        self.min_covisible, self.photometric_aug = min_covisible, photometric_aug
+        self.min_covisible, self.photometric_aug, self.fine = min_covisible, photometric_aug, fine
         self._photos = PhotoCache()
 
     def __len__(self) -> int:
@@ -407,4 +409,4 @@ class ScenePairs(Dataset):
                                torch.from_numpy(np.ascontiguousarray(images[1], np.float32))[None],
                                torch.from_numpy(depths[0]), torch.from_numpy(depths[1]),
                                torch.from_numpy(cam0.K.copy()), torch.from_numpy(cam1.K.copy()), torch.from_numpy(T),
-                               one, one.clone())
+                               one, one.clone(), fine=self.fine)
