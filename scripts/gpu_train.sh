@@ -35,9 +35,10 @@ py=${PYTHON:-$(command -v python3 || command -v python)}
 
 resume=()
 [ -f "$RUN/last.pt" ] && resume=(--resume)
-sources=(--scene-share 0.6)
+# the scenes train the coarse matching only (--no-scene-fine): rendered textures held the sub-pixel stage back
+sources=(--scene-share 0.6 --no-scene-fine)
 TEACHER=${TEACHER:-.gpu_data/teacher.npz}
-[ -f "$TEACHER" ] && sources=(--scene-share 0.33 --teacher "$TEACHER" --teacher-share 0.27)
+[ -f "$TEACHER" ] && sources=(--scene-share 0.33 --no-scene-fine --teacher "$TEACHER" --teacher-share 0.27)
 "$py" -m loftr.cli train --dataset mixed "${sources[@]}" --data "$DATA" --out "$RUN" "${resume[@]}" --preset tiny_ds \
   --size "$SIZE" --batch-size "$BATCH" --steps "$STEPS" --lr 1e-3 --warmup 200 --bf16 --device "$DEVICE" \
   --workers "$WORKERS" --minutes "$MINUTES" --init "$INIT" --checkpoint-every 100 --validate-every 1000 \
