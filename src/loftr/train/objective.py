@@ -12,8 +12,8 @@ from ..model import LoFTR
 from .data import PairSample
 from .datasets import DepthPairSample
 from .losses import coarse_focal_loss, coarse_focal_loss_with_bins, fine_l2_std_loss
-from .supervision import (CoarseSupervision, coarse_cells, coarse_supervision, depth_coarse_supervision, fine_targets,
-                          match_coarse_supervision)
+from .supervision import (FAR, CoarseSupervision, coarse_cells, coarse_supervision, depth_coarse_supervision,
+                          fine_targets, match_coarse_supervision)
 from .teacher import MatchPairSample
 
 Batch = PairSample | DepthPairSample | MatchPairSample
@@ -23,9 +23,12 @@ def supervise(batch: Batch, hw0: tuple[int, int], hw1: tuple[int, int], stride: 
               depth_check: bool = True) -> CoarseSupervision:
     """Coarse ground truth of a batch: from its homography, its depth, intrinsics and poses, or its sparse matches."""
     if isinstance(batch, DepthPairSample):
-        return depth_coarse_supervision(batch.depth0, batch.depth1, batch.K0, batch.K1, batch.T_0to1, hw0, hw1,
-                                        stride, batch.scale0, batch.scale1, batch.mask0, batch.mask1,
-                                        depth_check=depth_check)
+        sup = depth_coarse_supervision(batch.depth0, batch.depth1, batch.K0, batch.K1, batch.T_0to1, hw0, hw1,
+                                       stride, batch.scale0, batch.scale1, batch.mask0, batch.mask1,
+                                       depth_check=depth_check)
+        if not batch.fine:  # coarse-only pairs: every fine target unknown, as for a teacher's matches
+            sup = dataclasses.replace(sup, w_pt0_i=torch.full_like(sup.w_pt0_i, FAR))
+        return sup
     if isinstance(batch, MatchPairSample):
         return match_coarse_supervision(batch.kpts0, batch.kpts1, batch.valid, hw0, hw1, stride)
     return coarse_supervision(batch.H_0to1, hw0, hw1, stride, batch.valid1)
@@ -60,11 +63,8 @@ def loss_terms(model: LoFTR, batch: Batch, *, sparse: bool = False,
     else:
         loss_c = coarse_focal_loss(out.conf_matrix, sup.conf_gt, weight=weight, sparse=sparse)
     sel = out.coarse
-    if getattr(batch, "fine", True):
-        target = fine_targets(sup, sel.b_ids, sel.i_ids, sel.j_ids, stride_f, cfg.fine_window_size)
-        loss_f = fine_l2_std_loss(out.expec_f, target.to(out.expec_f.device))
-    else:  # coarse-only pairs: a zero that keeps the fine stage in the graph (DDP expects every gradient)
-        loss_f = out.expec_f.sum() * 0.0
+    target = fine_targets(sup, sel.b_ids, sel.i_ids, sel.j_ids, stride_f, cfg.fine_window_size)
+    loss_f = fine_l2_std_loss(out.expec_f, target.to(out.expec_f.device))
     loss = loss_c + loss_f
     logs = torch.stack([loss.detach().float(), loss_c.detach().float(), loss_f.detach().float(),
                         torch.tensor(float(sup.b_ids.numel()), device=loss.device),
