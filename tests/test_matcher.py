@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ def tiny() -> LoFTR:
 class _Fixed(LoFTR):
     """A LoFTR whose matches are known: cell centres of a 2x2 grid, shifted by +4 px in image1."""
 
-    def match(self, image0, image1, mask0=None, mask1=None, thr=None):  # noqa: D401
+    def match(self, image0, image1, mask0=None, mask1=None, thr=None, max_std=None):  # noqa: D401
         k0 = torch.tensor([[8.0, 8.0], [16.0, 8.0], [8.0, 16.0]])
         return Matches(k0, k0 + 4, torch.tensor([0.3, 0.9, 0.5]), torch.zeros(3, dtype=torch.long))
 
@@ -83,3 +84,26 @@ def test_match_function_on_real_pair_with_file_weights(tiny: LoFTR, tmp_path: Pa
     assert k["keypoints0"].dtype == np.float32
     assert (k["keypoints0"][:, 0] < 640).all() and (k["keypoints0"][:, 1] < 480).all()  # original 640x480 frame
     assert k["keypoints0"].max() > 320  # i.e. scaled back up from 320x240
+
+
+def test_max_std_drops_the_matches_with_a_flat_fine_heat_map(tiny: LoFTR) -> None:
+    img0, img1 = (Matcher(tiny, max_size=320).prepare(photo(p)).image for p in (TUM0, TUM1))
+    with torch.inference_mode():
+        out = tiny.run(img0, img1, thr=0.0)  # tiny_ds itself keeps every match (fine_max_std None)
+        std = out.expec_f[:, 2]
+        limit = float(std.quantile(0.9))  # 10 % of the matches are wider: all of them go
+        kept = tiny.match(img0, img1, thr=0.0, max_std=limit)
+    assert tiny.config.fine_max_std is None and len(out.matches) == len(std) > 20
+    expected = out.matches.select(std <= limit)
+    assert 0 < len(kept) == len(expected) < len(out.matches)
+    torch.testing.assert_close(kept.keypoints1, expected.keypoints1)
+    # the same through the config, and 0 in the Matcher turns the config's filter off
+    filtered = LoFTR("tiny_ds", config=dataclasses.replace(tiny.config, fine_max_std=limit))
+    filtered.load_state_dict(tiny.state_dict())
+    with torch.inference_mode():
+        assert len(filtered.match(img0, img1, thr=0.0)) == len(kept)
+        assert len(filtered.match(img0, img1, thr=0.0, max_std=0)) == len(out.matches)
+        # half of them wider than the limit: only the widest 20 % go
+        assert len(tiny.match(img0, img1, thr=0.0, max_std=float(std.median()))) == len(std) - int(0.2 * len(std))
+    with pytest.raises(loftr.LoFTRError, match="max_std"):
+        Matcher(tiny, max_std=-1.0)

@@ -14,7 +14,7 @@ from loftr.options import add_model_args, matcher_from_args, matcher_kwargs
 MATCHING_COMMANDS = ("match", "demo", "pairs", "match-pairs", "sfm", "export", "eval pose", "eval homography",
                      "eval wxbs", "eval stereo", "eval synthetic", "pca", "attention", "serve")
 SHARED_OPTIONS = ("--model", "--weights", "--preset", "--resize", "--max-size", "--max-pixels", "--threshold",
-                  "--device", "--dtype", "--reference", "--rotations")
+                  "--max-std", "--device", "--dtype", "--reference", "--rotations")
 
 
 def _subparsers(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, argparse.ArgumentParser]:

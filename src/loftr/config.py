@@ -73,7 +73,13 @@ class CoarseMatchingConfig:
 
 @dataclass(frozen=True)
 class LoFTRConfig:
-    """A whole LoFTR model. ``temp_bug_fix`` selects the sine encoding (False: the released ds/ot weights)."""
+    """A whole LoFTR model. ``temp_bug_fix`` selects the sine encoding (False: the released ds/ot weights).
+
+    ``fine_max_std``: drop the matches whose fine heat map is spread wider than this (the summed std of x and y in
+    window units, which the fine stage outputs with each offset: 0 for a peak on one cell, 1.41 for a flat map, 2
+    for two peaks in opposite corners); None keeps every match, as the reference does. A weights file may carry its
+    own value (metadata ``fine_max_std``, set by :func:`loftr.weights.load_weights`).
+    """
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     coarse: TransformerConfig = field(default_factory=TransformerConfig)
@@ -81,6 +87,7 @@ class LoFTRConfig:
     match_coarse: CoarseMatchingConfig = field(default_factory=CoarseMatchingConfig)
     fine_window_size: int = 5
     fine_concat_coarse_feat: bool = True
+    fine_max_std: float | None = None
     fine: TransformerConfig = field(
         default_factory=lambda: TransformerConfig(d_model=128, nhead=8, layer_names=("self", "cross"))
     )
@@ -88,6 +95,8 @@ class LoFTRConfig:
     def __post_init__(self) -> None:
         if self.fine_window_size % 2 != 1:
             raise ValueError(f"fine_window_size must be odd, got {self.fine_window_size}")
+        if self.fine_max_std is not None and not self.fine_max_std > 0:
+            raise ValueError(f"fine_max_std must be positive or None, got {self.fine_max_std}")
         if self.coarse.d_model != self.backbone.block_dims[-1]:
             raise ValueError(
                 f"coarse d_model {self.coarse.d_model} must equal the last block dim {self.backbone.block_dims[-1]}"

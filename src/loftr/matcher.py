@@ -68,6 +68,9 @@ class Matcher:
             a larger input (``max_size=None`` on a big photo, a large ``resize``) is downscaled with a logged
             warning instead of exhausting the memory. None removes the limit.
         threshold: coarse confidence threshold (default: the preset's, 0.2).
+        max_std: drop matches whose fine heat map is spread wider than this, at most 20 % of a pair's (window units,
+            see :func:`loftr.model.fine.sharp_matches`; default: the model's ``fine_max_std``, which a weights file
+            sets: 0.95 for the bundled model, none for the official ones; 0 keeps every match).
         max_matches: keep the most confident K matches.
         device: "cpu", "cuda", "mps" or "auto"; dtype: "fp32", "fp16" or "bf16" (autocast; fp32 keeps the exact
             reference numerics).
@@ -85,11 +88,13 @@ class Matcher:
 
     def __init__(self, model: str | LoFTR = "default", *, weights: str | Path | None = None, preset: str | None = None,
                  resize: tuple[int, int] | None = None, max_size: int | None = DEFAULT_MAX_SIZE,
-                 threshold: float | None = None, max_matches: int | None = None,
+                 threshold: float | None = None, max_std: float | None = None, max_matches: int | None = None,
                  device: str | torch.device | None = "cpu",
                  dtype: str | torch.dtype = "fp32", fast: bool = True, compile: bool = False,
                  max_pixels: int | None = MAX_PIXELS, rotations: int = 1) -> None:
         _check_options(resize, max_size, threshold, max_matches, max_pixels)
+        if max_std is not None and not max_std >= 0:
+            raise LoFTRError(f"max_std must be 0 (keep every match) or positive, got {max_std}")
         if rotations not in ROTATIONS:
             raise LoFTRError(f"rotations must be one of {', '.join(map(str, ROTATIONS))}, got {rotations}")
         self.rotations = rotations
@@ -110,6 +115,7 @@ class Matcher:
                                          compile=compile)
         self.model = net.to(self.device).eval()
         self.threshold = threshold
+        self.max_std = max_std
         self.resize, self.max_size, self.max_matches = resize, max_size, max_matches
         self.max_pixels = max_pixels
         self.stride = self.model.config.resolution[0]
@@ -164,9 +170,9 @@ class Matcher:
             m0 = m0 if m0 is not None else torch.ones(img0.shape[0], *img0.shape[2:], dtype=torch.bool, device=dev)
             m1 = m1 if m1 is not None else torch.ones(img1.shape[0], *img1.shape[2:], dtype=torch.bool, device=dev)
         if self.dtype == torch.float32 or self.model.backbone.conv1.weight.dtype == self.dtype:
-            return self.model.match(img0, img1, m0, m1, thr=self.threshold)
+            return self.model.match(img0, img1, m0, m1, thr=self.threshold, max_std=self.max_std)
         with torch.autocast(device_type=dev.type, dtype=self.dtype):
-            return self.model.match(img0, img1, m0, m1, thr=self.threshold)
+            return self.model.match(img0, img1, m0, m1, thr=self.threshold, max_std=self.max_std)
 
     def _to_original(self, m: Matches, p0: PreparedImage, p1: PreparedImage) -> Matches:
         k0 = to_original(m.keypoints0.float(), p0.scale) if p0.scale != (1.0, 1.0) else m.keypoints0.float()
@@ -224,8 +230,9 @@ def _cached_matcher(model: str, weights: str | None, preset: str | None, device:
 
 def match(image0: ImageLike, image1: ImageLike, model: str = "default", *, weights: str | Path | None = None,
           preset: str | None = None, resize: tuple[int, int] | None = None, max_size: int | None = DEFAULT_MAX_SIZE,
-          threshold: float | None = None, max_matches: int | None = None, device: str = "cpu",
-          dtype: str = "fp32", fast: bool = True, max_pixels: int | None = MAX_PIXELS, rotations: int = 1) -> Matches:
+          threshold: float | None = None, max_std: float | None = None, max_matches: int | None = None,
+          device: str = "cpu", dtype: str = "fp32", fast: bool = True, max_pixels: int | None = MAX_PIXELS,
+          rotations: int = 1) -> Matches:
     """Match two images (paths, arrays or tensors) → :class:`Matches` in original pixels, most confident first.
 
     The model is loaded once per (model, weights, preset, device) and reused by later calls; the fast inference
@@ -233,8 +240,9 @@ def match(image0: ImageLike, image1: ImageLike, model: str = "default", *, weigh
     """
     base = _cached_matcher(model, str(weights) if weights else None, preset, str(device), fast,
                            dtype if fast else "fp32")
-    m = Matcher(base.model, resize=resize, max_size=max_size, threshold=threshold, max_matches=max_matches,
-                device=device, dtype=dtype, fast=fast, max_pixels=max_pixels, rotations=rotations)
+    m = Matcher(base.model, resize=resize, max_size=max_size, threshold=threshold, max_std=max_std,
+                max_matches=max_matches, device=device, dtype=dtype, fast=fast, max_pixels=max_pixels,
+                rotations=rotations)
     return m(image0, image1)
 
 

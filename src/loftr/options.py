@@ -28,7 +28,8 @@ __all__ = ["add_model_args", "matcher_from_args", "matcher_kwargs"]
 def add_model_args(p: argparse.ArgumentParser, *, max_size: int | None = DEFAULT_MAX_SIZE,
                    size_help: str | None = None) -> None:
     """Adds the model options (``--model`` | ``--weights``, ``--preset``), the sizes (``--resize`` | ``--max-size``,
-    ``--max-pixels``), ``--threshold``, ``--device``, ``--dtype``, ``--reference`` and ``--rotations`` to ``p``.
+    ``--max-pixels``), ``--threshold``, ``--max-std``, ``--device``, ``--dtype``, ``--reference`` and
+    ``--rotations`` to ``p``.
 
     ``max_size`` is the default of ``--max-size`` (the many-image commands use 640); ``None`` leaves the size to the
     caller (a benchmark's protocol), which then says in ``size_help`` what the default is.
@@ -46,6 +47,9 @@ def add_model_args(p: argparse.ArgumentParser, *, max_size: int | None = DEFAULT
                    help=f"limit on the pixels of each network input: larger ones are downscaled with a warning "
                    f"(default {MAX_PIXELS}; 0 = no limit, at the risk of running out of memory)")
     p.add_argument("--threshold", type=float, help="coarse confidence threshold (default: the preset's, 0.2)")
+    p.add_argument("--max-std", type=float, help="drop matches whose fine heat map is spread wider than this "
+                   "(window units: 0 sharp, 1.41 flat; at most 20%% of a pair's matches go; default: the weights' "
+                   "own, 0.95 for the bundled model, none for the official ones; 0 = keep every match)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"],
                    help="fp32 (exact), or fp16/bf16 (autocast; on the CPU bf16 gives bfloat16 weights)")
@@ -72,6 +76,7 @@ def matcher_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "max_size": None if resize or not max_size else max_size,
         "max_pixels": max_pixels or None,
         "threshold": getattr(args, "threshold", None),
+        "max_std": getattr(args, "max_std", None),
         "device": getattr(args, "device", "cpu"),
         "dtype": getattr(args, "dtype", "fp32"),
         "fast": not getattr(args, "reference", False),

@@ -12,7 +12,7 @@ from loftr import LoFTR, get_preset
 from loftr.config import BackboneConfig, LoFTRConfig, TransformerConfig
 from loftr.model.backbone import ResNetFPN
 from loftr.model.coarse import log_optimal_transport, select_matches, valid_cells
-from loftr.model.fine import gather_windows, spatial_expectation
+from loftr.model.fine import gather_windows, sharp_matches, spatial_expectation
 from loftr.model.position import PositionEncodingSine, sine_encoding
 
 
@@ -90,6 +90,17 @@ def test_spatial_expectation_of_a_peaked_window() -> None:
     torch.testing.assert_close(out[0, :2], torch.tensor([1.0, -1.0]), atol=1e-3, rtol=0)
     assert out[0, 2] < 0.05
     assert spatial_expectation(torch.zeros(0, 25, 4), torch.zeros(0, 25, 4)).shape == (0, 3)
+
+
+def test_sharp_matches_drop_wide_heat_maps_but_never_most_of_a_pair() -> None:
+    # pair 0: one wide map of ten; pair 1: every map wide (a scale change); pair 2: none
+    std = torch.tensor([0.5] * 9 + [1.3] + [1.2, 1.5, 1.4, 1.1, 1.6] + [0.4, 0.6])
+    b = torch.tensor([0] * 10 + [1] * 5 + [2] * 2)
+    keep = sharp_matches(std, b, 1.0)
+    assert keep[:10].tolist() == [True] * 9 + [False]
+    assert keep[10:15].tolist() == [True, True, True, True, False]  # only the widest 20 % (one of five) go
+    assert keep[15:].all()
+    assert sharp_matches(std[:0], b[:0], 1.0).shape == (0,)
 
 
 def test_presets_match_official_configurations() -> None:

@@ -31,6 +31,12 @@ def test_fixed_size_export_matches_like_the_eager_model(tiny_weights: Path, tmp_
     runner = OnnxMatcher(path, threshold=0.0, threads=1)
     assert runner.settings.size == (160, 120)
     _check(compare_matches(eager(a, b), runner(a, b)))
+    # the fine-spread filter (see LoFTRConfig.fine_max_std) drops the same matches in both
+    eager_f = Matcher(eager.model, resize=(160, 120), threshold=0.0, max_std=1.0)
+    runner_f = OnnxMatcher(path, threshold=0.0, threads=1, max_std=1.0)
+    c = compare_matches(eager_f(a, b), runner_f(a, b))
+    assert 0 < c["eager"] == c["other"] == c["common"] < len(eager(a, b)), c
+    assert c["max_kpt1_diff_px"] < 0.02 and c["max_conf_diff"] < 1e-3, c
     with pytest.raises(PipelineError, match="multiples of 8"):
         export_onnx(eager.model, tmp_path / "bad.onnx", height=121, width=160)
 

@@ -95,3 +95,27 @@ def spatial_expectation(feat0: torch.Tensor, feat1: torch.Tensor) -> torch.Tenso
     var = heat @ grid**2 - mean**2
     std = var.clamp(min=1e-10).sqrt().sum(-1)
     return torch.cat([mean, std[:, None]], -1)
+
+
+MAX_DROP_SHARE = 0.2  # fine_max_std never drops more than this share of a pair's matches
+
+
+def sharp_matches(std: torch.Tensor, b_ids: torch.Tensor, max_std: float,
+                  max_share: float = MAX_DROP_SHARE) -> torch.Tensor:
+    """(M,) bool: the matches to keep when those with a heat map spread wider than ``max_std`` are dropped.
+
+    std (M,) the spread of :func:`spatial_expectation`, b_ids (M,) the pair of each match. At most the widest
+    ``max_share`` of a pair's matches go: where every heat map of a pair is wide (a large scale change, a blurred
+    image) the pair keeps its sharpest matches rather than losing them all.
+    """
+    keep = std <= max_std
+    for b in torch.unique(b_ids[~keep]).tolist():
+        mine = b_ids == b
+        s = std[mine]
+        allowed = int(s.numel() * max_share)  # drops allowed in this pair
+        if int((s > max_std).sum()) > allowed:  # keep all but the `allowed` widest
+            order = torch.argsort(s, descending=True, stable=True)
+            k = torch.ones_like(s, dtype=torch.bool)
+            k[order[:allowed]] = False
+            keep[mine] = k
+    return keep

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from ..config import LoFTRConfig, get_preset
 from ..types import Matches
 from .backbone import ResNetFPN
 from .coarse import CoarseMatches, CoarseMatching
-from .fine import FinePreprocess, spatial_expectation
+from .fine import FinePreprocess, sharp_matches, spatial_expectation
 from .lazy_fine import LazyFineMap
 from .position import PositionEncodingSine
 from .transformer import LocalFeatureTransformer
@@ -164,9 +165,12 @@ class LoFTR(nn.Module):
         return self.loftr_coarse(t0, t1, m0, m1)
 
     def run(self, image0: torch.Tensor, image1: torch.Tensor, mask0: torch.Tensor | None = None,
-            mask1: torch.Tensor | None = None, *, thr: float | None = None,
+            mask1: torch.Tensor | None = None, *, thr: float | None = None, max_std: float | None = None,
             supervision: Any | None = None) -> LoFTROutput:
         """The whole pipeline. images (N, 1, H, W) in [0, 1]; masks (N, H, W) or (N, Hc, Wc), 1 = valid pixel.
+
+        ``thr`` / ``max_std`` replace the config's coarse threshold / ``fine_max_std`` (``max_std`` 0 or inf: keep
+        every match). ``expec_f`` and ``coarse`` keep the matches that ``max_std`` drops from ``matches``.
 
         ``supervision`` (training only): an object with ``b_ids``, ``i_ids``, ``j_ids`` of ground-truth coarse
         matches, used to pad the coarse selections as the reference does (see :func:`pad_with_ground_truth`).
@@ -203,13 +207,18 @@ class LoFTR(nn.Module):
         kpts1 = torch.stack([j % hw1_c[1], j // hw1_c[1]], 1).to(coord) * stride_c
         kpts1 = kpts1 + expec_f[:, :2].detach().to(coord) * (cfg.fine_window_size // 2) * stride_f
         real = selected.mconf != 0  # ground-truth pads carry confidence 0
+        limit = cfg.fine_max_std if max_std is None else max_std
+        if limit and math.isfinite(limit):  # a flat heat map: the fine stage found no clear peak in the window
+            sharp = torch.ones_like(real)
+            sharp[real] = sharp_matches(expec_f[real, 2], b[real], limit)
+            real &= sharp
         matches = Matches(kpts0[real], kpts1[real], selected.mconf[real], b[real])
         return LoFTROutput(matches, selected, conf, expec_f, hw0_c, hw1_c, feat_c0, feat_c1, conf_bin)
 
     def match(self, image0: torch.Tensor, image1: torch.Tensor, mask0: torch.Tensor | None = None,
-              mask1: torch.Tensor | None = None, thr: float | None = None) -> Matches:
+              mask1: torch.Tensor | None = None, thr: float | None = None, max_std: float | None = None) -> Matches:
         """Matches of (N, 1, H, W) images in input pixels; see :meth:`run`."""
-        return self.run(image0, image1, mask0, mask1, thr=thr).matches
+        return self.run(image0, image1, mask0, mask1, thr=thr, max_std=max_std).matches
 
     def forward(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """kornia-compatible call: a dict with image0, image1 (and optional mask0, mask1) → a NEW dict of matches."""

@@ -150,7 +150,7 @@ def settings_of(matcher: "Matcher") -> str:
     h.update(repr(matcher.model.config).encode())
     return json.dumps({"weights_sha256": h.hexdigest(), "preset": getattr(matcher.model, "preset", None),
                        "resize": list(matcher.resize) if matcher.resize else None, "max_size": matcher.max_size,
-                       "threshold": matcher.threshold, "max_matches": matcher.max_matches,
+                       "threshold": matcher.threshold, "max_std": matcher.max_std, "max_matches": matcher.max_matches,
                        "dtype": str(matcher.dtype)}, sort_keys=True)
 
 

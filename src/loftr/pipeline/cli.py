@@ -140,11 +140,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         from ..matcher import Matcher
 
         if args.dynamic:
-            eager = Matcher(matcher.model, max_size=matcher.max_size, resize=matcher.resize, threshold=args.threshold)
-            runner = OnnxMatcher(coarse, max_size=matcher.max_size, threshold=args.threshold)
+            eager = Matcher(matcher.model, max_size=matcher.max_size, resize=matcher.resize, threshold=args.threshold,
+                            max_std=args.max_std)
+            runner = OnnxMatcher(coarse, max_size=matcher.max_size, threshold=args.threshold, max_std=args.max_std)
         else:
-            eager = Matcher(matcher.model, resize=(args.width, args.height), threshold=args.threshold)
-            runner = OnnxMatcher(coarse, threshold=args.threshold)
+            eager = Matcher(matcher.model, resize=(args.width, args.height), threshold=args.threshold,
+                            max_std=args.max_std)
+            runner = OnnxMatcher(coarse, threshold=args.threshold, max_std=args.max_std)
         c = compare_matches(eager(*args.verify), runner(*args.verify))
         print(f"verify: eager {c['eager']} matches, onnx {c['other']}, in common {c['common']} "
               f"({100 * c['recall']:.1f}%), max keypoint1 difference {c['max_kpt1_diff_px']:.2e} px, "

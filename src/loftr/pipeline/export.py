@@ -9,9 +9,9 @@ it stays outside the graphs, in torch, with the selection functions the eager mo
 - ``OUT.fine.onnx`` (fine): feat_f0, feat_f1, feat_c0, feat_c1, i_ids, j_ids (M,) int64 coarse cells of the
   selected matches → expec_f (M, 3) sub-pixel offset (x, y in [-1, 1] window units) and spread.
 
-Both graphs carry metadata (preset, strides, window, threshold, border) that :class:`OnnxMatcher` reads. Sizes are
-fixed at export (``height``/``width``, multiples of the coarse stride) or dynamic (``dynamic=True``; up to 2048 px
-a side, the positional table's extent).
+Both graphs carry metadata (preset, strides, window, threshold, border, fine_max_std) that :class:`OnnxMatcher`
+reads. Sizes are fixed at export (``height``/``width``, multiples of the coarse stride) or dynamic (``dynamic=True``;
+up to 2048 px a side, the positional table's extent).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,7 @@ def _metadata(model: "LoFTR", dynamic: bool) -> dict[str, str]:
     return {"loftr_preset": str(model.preset), "stride_coarse": str(cfg.resolution[0]),
             "stride_fine": str(cfg.resolution[1]), "window": str(cfg.fine_window_size),
             "threshold": str(cfg.match_coarse.thr), "border_rm": str(cfg.match_coarse.border_rm),
-            "dynamic": json.dumps(dynamic)}
+            "max_std": json.dumps(cfg.fine_max_std), "dynamic": json.dumps(dynamic)}
 
 
 def _add_metadata(path: Path, meta: dict[str, str]) -> None:
@@ -171,6 +172,7 @@ class OnnxSettings:
     threshold: float
     border: int
     size: tuple[int, int] | None  # (W, H) of a fixed-size export, None when dynamic
+    max_std: float | None = None  # the preset's fine_max_std (None or 0: keep every match)
 
 
 class OnnxMatcher:
@@ -181,7 +183,8 @@ class OnnxMatcher:
     """
 
     def __init__(self, path: str | Path, *, max_size: int | None = DEFAULT_MAX_SIZE, threshold: float | None = None,
-                 providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int | None = None) -> None:
+                 max_std: float | None = None, providers: tuple[str, ...] = ("CPUExecutionProvider",),
+                 threads: int | None = None) -> None:
         ort = require("onnxruntime", "onnxruntime", "running ONNX models")
         path = Path(path)
         for p in (path, fine_path(path)):
@@ -197,11 +200,13 @@ class OnnxMatcher:
         self.settings = OnnxSettings(int(meta["stride_coarse"]), int(meta["stride_fine"]), int(meta["window"]),
                                      float(meta["threshold"]) if threshold is None else float(threshold),
                                      int(meta["border_rm"]),
-                                     None if dynamic else (int(meta["width"]), int(meta["height"])))
+                                     None if dynamic else (int(meta["width"]), int(meta["height"])),
+                                     json.loads(meta.get("max_std", "null")) if max_std is None else max_std)
         self.max_size = max_size
 
     def __call__(self, image0: ImageLike, image1: ImageLike) -> Matches:
         from ..model.coarse import select_matches, valid_cells
+        from ..model.fine import sharp_matches
 
         st = self.settings
         p0, p1 = (prepare(im, resize=st.size, max_size=None if st.size else self.max_size, divisor=st.stride)
@@ -222,13 +227,17 @@ class OnnxMatcher:
                                                           "feat_c1": fc1, "i_ids": i.numpy(), "j_ids": j.numpy()})[0])
         else:
             expec = torch.zeros(0, 3)
+        mconf = sel.mconf
+        if st.max_std and math.isfinite(st.max_std):  # as LoFTR.run: drop the matches with a flat fine heat map
+            keep = sharp_matches(expec[:, 2], torch.zeros_like(i), st.max_std)
+            i, j, expec, mconf = i[keep], j[keep], expec[keep], mconf[keep]
         k0 = torch.stack([i % hw0[1], i // hw0[1]], 1).float() * st.stride
         k1 = torch.stack([j % hw1[1], j // hw1[1]], 1).float() * st.stride
         k1 = k1 + expec[:, :2] * (st.window // 2) * st.stride_fine
         k0 = to_original(k0, p0.scale) if p0.scale != (1.0, 1.0) else k0
         k1 = to_original(k1, p1.scale) if p1.scale != (1.0, 1.0) else k1
-        order = torch.argsort(sel.mconf, descending=True, stable=True)
-        return Matches(k0[order], k1[order], sel.mconf[order].float(), torch.zeros(len(order), dtype=torch.long))
+        order = torch.argsort(mconf, descending=True, stable=True)
+        return Matches(k0[order], k1[order], mconf[order].float(), torch.zeros(len(order), dtype=torch.long))
 
 
 def compare_matches(eager: Matches, other: Matches, tol: float = 1e-3) -> dict[str, float]:
