@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -12,6 +13,7 @@ import torch
 from loftr import LoFTR
 from loftr import weights as W
 from loftr.errors import WeightsError
+from loftr.matcher import build_model
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +61,25 @@ def test_wrong_checkpoint_names_preset_and_keys(tmp_path: Path) -> None:
     torch.save(state, tmp_path / "shape.pth")
     with pytest.raises(WeightsError, match=r"shape mismatch in backbone.conv1.weight \(64, 1, 7, 7\)"):
         LoFTR("tiny_ds", weights=tmp_path / "shape.pth")
+
+
+def test_a_weights_file_carries_its_fine_match_filter(tiny: LoFTR, tmp_path: Path) -> None:
+    assert "fine_max_std" not in W.describe(W.save_safetensors(tiny, tmp_path / "plain.safetensors",
+                                                               preset="tiny_ds"))["metadata"]
+    own = LoFTR("tiny_ds", config=dataclasses.replace(tiny.config, fine_max_std=0.9))
+    own.load_state_dict(tiny.state_dict())
+    path = W.save_safetensors(own, tmp_path / "f.safetensors", preset="tiny_ds")
+    assert W.describe(path)["metadata"]["fine_max_std"] == "0.9"
+    assert LoFTR("tiny_ds").config.fine_max_std is None
+    assert LoFTR("tiny_ds", weights=path).config.fine_max_std == 0.9
+    assert build_model(weights=path).config.fine_max_std == 0.9
+    bad = W.save_safetensors(own, tmp_path / "bad.safetensors", preset="tiny_ds", extra={"fine_max_std": "-1"})
+    with pytest.raises(WeightsError, match="bad.safetensors has an invalid fine_max_std"):
+        LoFTR("tiny_ds", weights=bad)
+
+
+def test_bundled_weights_filter_flat_fine_heat_maps() -> None:
+    assert build_model("default").config.fine_max_std is not None
 
 
 def test_safetensors_preset_metadata_mismatch(tiny: LoFTR, tmp_path: Path) -> None:

@@ -7,9 +7,11 @@ metadata). Pickles are opened with ``torch.load(weights_only=True)``: code insid
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.client
 import logging
+import math
 import os
 import pickle
 import re
@@ -65,7 +67,7 @@ REGISTRY: dict[str, Checkpoint] = {
         Checkpoint("indoor_ot", "indoor_ot", "indoor_ot.ckpt",
                    note=f"official ScanNet optimal-transport model: Google Drive only ({_OFFICIAL_DRIVE})"),
         Checkpoint("tiny_ds", "tiny_ds", "tiny_ds.safetensors", bundled=True,
-                   note="ours: small model trained on homographic pairs of 128 photos, shipped with the package"),
+                   note="ours: small model trained here (homographies, 3D scenes, teacher pairs), bundled"),
     )
 }
 DEFAULT = "tiny_ds"
@@ -291,7 +293,23 @@ def load_weights(model: Network, weights: str | Path) -> Network:
     if bad:
         raise WeightsError(f"{path} is corrupt: {len(bad)} tensor(s) hold NaN or infinite values ({_short(bad)})")
     model.load_state_dict(cast, strict=True)
+    if "fine_max_std" in meta:  # the file's own match filter (see LoFTRConfig.fine_max_std)
+        model.config = dataclasses.replace(model.config, fine_max_std=_max_std_of(meta["fine_max_std"], path))
     return model.eval()
+
+
+def _max_std_of(text: str, path: Path) -> float | None:
+    """The ``fine_max_std`` metadata value of a weights file: a positive number, or "none"."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise WeightsError(f"{path.name} has an invalid fine_max_std in its metadata: {text!r} (a positive number "
+                           "or 'none')")
+    return value
 
 
 def _short(items: list[str], limit: int = 6) -> str:
@@ -309,6 +327,8 @@ def save_safetensors(model: Network, path: str | Path, *, preset: str, extra: di
 
     state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
     meta = {"preset": preset, "format_version": FORMAT_VERSION, "library": "loftr"}
+    if model.config.fine_max_std is not None:
+        meta["fine_max_std"] = repr(float(model.config.fine_max_std))
     meta.update(extra or {})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
