@@ -57,6 +57,13 @@ def test_pose_orders_score_every_shuffle_and_average_the_auc() -> None:
     assert len(rec["pose_errors"]) == 3 and rec["pose_errors"][0] == rec["pose_error"]
     assert max(rec["pose_errors"]) < 0.1  # exact matches: every order recovers the pose
     assert score_pose(pair, PairMatches.empty(), protocol)["pose_errors"] == [math.inf] * 3
+    # noisy matches with outliers: another shuffle seed draws other orders, the given order stays first
+    rng = np.random.default_rng(3)
+    noisy = corrs + rng.normal(0, 1.0, corrs.shape)
+    noisy[::5, 2:] = rng.uniform(0, 64, (len(noisy[::5]), 2))
+    a = score_pose(pair, exact(noisy), replace(protocol, orders=4))["pose_errors"]
+    b = score_pose(pair, exact(noisy), replace(protocol, orders=4, shuffle_seed=1))["pose_errors"]
+    assert a[0] == b[0] and a[1:] != b[1:]
     records = [{"pose_error": 0.0, "pose_errors": [0.0, 0.0, math.inf], "precision": 1.0},
                {"pose_error": math.inf, "pose_errors": [math.inf, 0.0, 0.0], "precision": 1.0}]
     agg = aggregate_pose(records, replace(PROTOCOLS["megadepth"], orders=3))

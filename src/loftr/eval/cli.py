@@ -80,11 +80,11 @@ def _positive_int(text: str) -> int:
 
 
 def _pose_protocol(protocol: Any, args: argparse.Namespace) -> Any:
-    """A pose protocol with the --ransac-threshold and --orders of the command line."""
+    """A pose protocol with the --ransac-threshold, --orders and --seed (of the shuffles) of the command line."""
     from dataclasses import replace
 
     threshold = protocol.ransac_threshold if args.ransac_threshold is None else args.ransac_threshold
-    return replace(protocol, ransac_threshold=threshold, orders=args.orders)
+    return replace(protocol, ransac_threshold=threshold, orders=args.orders, shuffle_seed=args.seed)
 
 
 def _seed(seed: int) -> None:
@@ -209,7 +209,8 @@ def _common(p: argparse.ArgumentParser, default_size: str) -> None:
                         "import) (default: sift,orb)")
     p.add_argument("--no-baselines", action="store_true", help="run LoFTR only")
     p.add_argument("--limit", type=int, help="evaluate the first N pairs only")
-    p.add_argument("--seed", type=int, default=0, help="seed of RANSAC and of the synthetic pairs (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of RANSAC, of the match-order shuffles of --orders "
+                   "(another seed: other orders, so new RANSAC samples) and of the synthetic pairs (default 0)")
     p.add_argument("--out", help="output folder for results.json and results.md (default loftr_eval/BENCH)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -54,6 +54,7 @@ class PoseProtocol:
     method: str = "ransac"
     auc_thresholds: tuple[float, ...] = (5.0, 10.0, 20.0)
     orders: int = 1  # >1: the estimator also runs on orders-1 seeded shuffles of each pair's matches (see score_pose)
+    shuffle_seed: int = 0  # seed of those shuffles: another seed draws other orders (new RANSAC samples)
 
 
 PROTOCOLS = {
@@ -199,7 +200,7 @@ def score_pose(pair: PosePair, matches: PairMatches, protocol: PoseProtocol) -> 
     if protocol.orders > 1:
         # RANSAC is deterministic for one input but chaotic in it: the same matches in another order give another
         # pose, and a benchmark's AUC moves by points; seeded shuffles, so a run repeats exactly
-        rng = np.random.default_rng(0)
+        rng = np.random.default_rng(protocol.shuffle_seed)
         orders = (rng.permutation(len(matches)) for _ in range(protocol.orders - 1))
         record["pose_errors"] = [record["pose_error"], *(
             max(_estimate(pair, matches.kpts0[o], matches.kpts1[o], protocol)[1]) for o in orders)]
