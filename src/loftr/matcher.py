@@ -92,9 +92,7 @@ class Matcher:
                  device: str | torch.device | None = "cpu",
                  dtype: str | torch.dtype = "fp32", fast: bool = True, compile: bool = False,
                  max_pixels: int | None = MAX_PIXELS, rotations: int = 1) -> None:
-        _check_options(resize, max_size, threshold, max_matches, max_pixels)
-        if max_std is not None and not max_std >= 0:
-            raise LoFTRError(f"max_std must be 0 (keep every match) or positive, got {max_std}")
+        _check_options(resize, max_size, threshold, max_matches, max_pixels, max_std)
         if rotations not in ROTATIONS:
             raise LoFTRError(f"rotations must be one of {', '.join(map(str, ROTATIONS))}, got {rotations}")
         self.rotations = rotations
@@ -208,7 +206,7 @@ def _verified(matches: Matches, estimate) -> int:
 
 
 def _check_options(resize: tuple[int, int] | None, max_size: int | None, threshold: float | None,
-                   max_matches: int | None, max_pixels: int | None) -> None:
+                   max_matches: int | None, max_pixels: int | None, max_std: float | None = None) -> None:
     """Refuse options that cannot work, each with one line saying what is expected."""
     if resize is not None and (len(resize) != 2 or min(int(v) for v in resize) < 8):
         raise LoFTRError(f"resize must be (W, H) with both sides at least 8 px, got {tuple(resize)}")
@@ -220,6 +218,8 @@ def _check_options(resize: tuple[int, int] | None, max_size: int | None, thresho
         raise LoFTRError(f"max_matches must not be negative, got {max_matches}")
     if max_pixels is not None and max_pixels < 64:
         raise LoFTRError(f"max_pixels must be at least 64 (one coarse cell), got {max_pixels}")
+    if max_std is not None and not max_std >= 0:
+        raise LoFTRError(f"max_std must be 0 (keep every match) or positive, got {max_std}")
 
 
 @lru_cache(maxsize=4)

@@ -101,6 +101,7 @@ def test_sharp_matches_drop_wide_heat_maps_but_never_most_of_a_pair() -> None:
     assert keep[10:15].tolist() == [True, True, True, True, False]  # only the widest 20 % (one of five) go
     assert keep[15:].all()
     assert sharp_matches(std[:0], b[:0], 1.0).shape == (0,)
+    assert all(sharp_matches(std, b, off).all() for off in (None, 0.0, math.inf))  # no filter
 
 
 def test_presets_match_official_configurations() -> None:

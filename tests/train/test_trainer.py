@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from loftr import LoFTR
 from loftr.cli import main
 from loftr.train.config import TrainConfig
 from loftr.train.trainer import train
@@ -241,3 +242,10 @@ def test_fine_only_keeps_the_coarse_stage(photo_dir: Path, tmp_path: Path) -> No
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert any(k.startswith("loftr_fine.") for k in changed)
     assert any(k.startswith("backbone.layer1_outconv2.") for k in changed)  # its BatchNorm trains too
+    # the match filter of the --init weights survives a resume and goes into the exported file
+    limit = trainer.model.config.fine_max_std
+    assert limit is not None and torch.load(trainer.last, weights_only=True)["fine_max_std"] == limit
+    resumed = Trainer(_cfg(photo_dir, tmp_path / "fine", fine_only=True, init="tiny_ds", steps=4, validate_every=1))
+    assert resumed.step == 3 and resumed.model.config.fine_max_std == limit
+    assert main(["export-weights", str(tmp_path / "fine"), "--out", str(tmp_path / "f.safetensors")]) == 0
+    assert LoFTR("tiny_ds", weights=tmp_path / "f.safetensors").config.fine_max_std == limit

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -100,14 +102,16 @@ def spatial_expectation(feat0: torch.Tensor, feat1: torch.Tensor) -> torch.Tenso
 MAX_DROP_SHARE = 0.2  # fine_max_std never drops more than this share of a pair's matches
 
 
-def sharp_matches(std: torch.Tensor, b_ids: torch.Tensor, max_std: float,
+def sharp_matches(std: torch.Tensor, b_ids: torch.Tensor, max_std: float | None,
                   max_share: float = MAX_DROP_SHARE) -> torch.Tensor:
     """(M,) bool: the matches to keep when those with a heat map spread wider than ``max_std`` are dropped.
 
-    std (M,) the spread of :func:`spatial_expectation`, b_ids (M,) the pair of each match. At most the widest
-    ``max_share`` of a pair's matches go: where every heat map of a pair is wide (a large scale change, a blurred
-    image) the pair keeps its sharpest matches rather than losing them all.
+    std (M,) the spread of :func:`spatial_expectation`, b_ids (M,) the pair of each match; ``max_std`` None, 0 or
+    inf keeps every match. At most the widest ``max_share`` of a pair's matches go: where every heat map of a pair is
+    wide (a large scale change, a blurred image) the pair keeps its sharpest matches rather than losing them all.
     """
+    if not max_std or math.isinf(max_std):
+        return torch.ones_like(std, dtype=torch.bool)
     keep = std <= max_std
     for b in torch.unique(b_ids[~keep]).tolist():
         mine = b_ids == b

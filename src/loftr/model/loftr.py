@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,12 +206,9 @@ class LoFTR(nn.Module):
         kpts1 = torch.stack([j % hw1_c[1], j // hw1_c[1]], 1).to(coord) * stride_c
         kpts1 = kpts1 + expec_f[:, :2].detach().to(coord) * (cfg.fine_window_size // 2) * stride_f
         real = selected.mconf != 0  # ground-truth pads carry confidence 0
-        limit = cfg.fine_max_std if max_std is None else max_std
-        if limit and math.isfinite(limit):  # a flat heat map: the fine stage found no clear peak in the window
-            sharp = torch.ones_like(real)
-            sharp[real] = sharp_matches(expec_f[real, 2], b[real], limit)
-            real &= sharp
-        matches = Matches(kpts0[real], kpts1[real], selected.mconf[real], b[real])
+        keep = torch.zeros_like(real)  # real matches, less those whose fine heat map is flat (the filter's setting)
+        keep[real] = sharp_matches(expec_f[real, 2], b[real], cfg.fine_max_std if max_std is None else max_std)
+        matches = Matches(kpts0[keep], kpts1[keep], selected.mconf[keep], b[keep])
         return LoFTROutput(matches, selected, conf, expec_f, hw0_c, hw1_c, feat_c0, feat_c1, conf_bin)
 
     def match(self, image0: torch.Tensor, image1: torch.Tensor, mask0: torch.Tensor | None = None,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,7 +171,7 @@ class OnnxSettings:
     threshold: float
     border: int
     size: tuple[int, int] | None  # (W, H) of a fixed-size export, None when dynamic
-    max_std: float | None = None  # the preset's fine_max_std (None or 0: keep every match)
+    max_std: float | None = None  # the model's fine_max_std (None or 0: keep every match)
 
 
 class OnnxMatcher:
@@ -227,10 +226,8 @@ class OnnxMatcher:
                                                           "feat_c1": fc1, "i_ids": i.numpy(), "j_ids": j.numpy()})[0])
         else:
             expec = torch.zeros(0, 3)
-        mconf = sel.mconf
-        if st.max_std and math.isfinite(st.max_std):  # as LoFTR.run: drop the matches with a flat fine heat map
-            keep = sharp_matches(expec[:, 2], torch.zeros_like(i), st.max_std)
-            i, j, expec, mconf = i[keep], j[keep], expec[keep], mconf[keep]
+        keep = sharp_matches(expec[:, 2], torch.zeros_like(i), st.max_std)  # as LoFTR.run: drop flat fine heat maps
+        i, j, expec, mconf = i[keep], j[keep], expec[keep], sel.mconf[keep]
         k0 = torch.stack([i % hw0[1], i // hw0[1]], 1).float() * st.stride
         k1 = torch.stack([j % hw1[1], j // hw1[1]], 1).float() * st.stride
         k1 = k1 + expec[:, :2] * (st.window // 2) * st.stride_fine

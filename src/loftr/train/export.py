@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,8 @@ def export_run(source: str | Path, out: str | Path, *, card: str | Path | None =
         except (OSError, json.JSONDecodeError) as exc:
             raise LoFTRError(f"cannot read the accuracy file {accuracy}: {exc}") from None
     model = load_weights(LoFTR(preset), ckpt)  # strict: a checkpoint of another preset is refused
+    if state.get("fine_max_std") is not None:  # the run's match filter (from its --init weights) goes into the file
+        model.config = replace(model.config, fine_max_std=float(state["fine_max_std"]))
     step = int(state.get("step", 0))
     extra = {"step": str(step), "source": ckpt.name}
     if cfg.get("dataset") or cfg.get("images"):

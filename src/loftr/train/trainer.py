@@ -24,7 +24,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,8 @@ class Trainer:
         if state.get("preset") and state["preset"] != self.cfg.preset:
             raise ValueError(f"{path} was trained with preset {state['preset']!r}, not {self.cfg.preset!r}")
         self.model.load_state_dict(state["model"])
+        if state.get("fine_max_std") is not None:  # the match filter of the --init weights (see load_weights)
+            self.model.config = replace(self.model.config, fine_max_std=float(state["fine_max_std"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
@@ -201,7 +203,7 @@ class Trainer:
             return
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "step": self.step, "preset": self.cfg.preset,
-                 "config": asdict(self.cfg), "rng": states, "world_size": self.proc.world, "elapsed": self.elapsed}
+                 "fine_max_std": self.model.config.fine_max_std, "config": asdict(self.cfg), "rng": states, "world_size": self.proc.world, "elapsed": self.elapsed}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         _save_atomic(state, self.last)
@@ -238,7 +240,7 @@ class Trainer:
         logf.flush()
         log.info("step %d validation: %s", self.step, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
         _save_atomic({"model": self.model.state_dict(), "step": self.step, "preset": self.cfg.preset,
-                      "config": asdict(self.cfg), "val": metrics}, self.out / f"step{self.step:06d}.pt")
+                      "fine_max_std": self.model.config.fine_max_std, "config": asdict(self.cfg), "val": metrics}, self.out / f"step{self.step:06d}.pt")
 
     def run(self, until: int | None = None) -> Path:
         """Train to ``cfg.steps`` (or stop, with a checkpoint, at step ``until``); returns the path of last.pt."""
