@@ -203,7 +203,8 @@ class Trainer:
             return
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "step": self.step, "preset": self.cfg.preset,
-                 "fine_max_std": self.model.config.fine_max_std, "config": asdict(self.cfg), "rng": states, "world_size": self.proc.world, "elapsed": self.elapsed}
+                 "fine_max_std": self.model.config.fine_max_std, "config": asdict(self.cfg), "rng": states,
+                 "world_size": self.proc.world, "elapsed": self.elapsed}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         _save_atomic(state, self.last)
@@ -240,7 +241,8 @@ class Trainer:
         logf.flush()
         log.info("step %d validation: %s", self.step, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
         _save_atomic({"model": self.model.state_dict(), "step": self.step, "preset": self.cfg.preset,
-                      "fine_max_std": self.model.config.fine_max_std, "config": asdict(self.cfg), "val": metrics}, self.out / f"step{self.step:06d}.pt")
+                      "fine_max_std": self.model.config.fine_max_std, "config": asdict(self.cfg), "val": metrics},
+                     self.out / f"step{self.step:06d}.pt")
 
     def run(self, until: int | None = None) -> Path:
         """Train to ``cfg.steps`` (or stop, with a checkpoint, at step ``until``); returns the path of last.pt."""
