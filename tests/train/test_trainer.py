@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from loftr import LoFTR
 from loftr.cli import main
 from loftr.train.config import TrainConfig
 from loftr.train.trainer import train
+from loftr.weights import save_safetensors
 
 from ..conftest import PHOTOS
 
@@ -228,7 +230,10 @@ def test_fine_only_keeps_the_coarse_stage(photo_dir: Path, tmp_path: Path) -> No
 
     with pytest.raises(ValueError, match="needs --init"):  # a frozen random coarse stage would be pointless
         _cfg(photo_dir, tmp_path / "fine", fine_only=True)
-    trainer = Trainer(_cfg(photo_dir, tmp_path / "fine", fine_only=True, init="tiny_ds", steps=3, validate_every=1))
+    init = LoFTR("tiny_ds", weights="tiny_ds")
+    init.config = dataclasses.replace(init.config, fine_max_std=0.8)  # a match filter of its own (see below)
+    init = save_safetensors(init, tmp_path / "init.safetensors", preset="tiny_ds")
+    trainer = Trainer(_cfg(photo_dir, tmp_path / "fine", fine_only=True, init=str(init), steps=3, validate_every=1))
     coarse = {id(p) for m in coarse_modules(trainer.model) for p in m.parameters()}
     names = {n for n, p in trainer.model.named_parameters() if id(p) in coarse}
     assert any(n.startswith("loftr_coarse.") for n in names) and "backbone.conv1.weight" in names
@@ -244,8 +249,8 @@ def test_fine_only_keeps_the_coarse_stage(photo_dir: Path, tmp_path: Path) -> No
     assert any(k.startswith("backbone.layer1_outconv2.") for k in changed)  # its BatchNorm trains too
     # the match filter of the --init weights survives a resume and goes into the exported file
     limit = trainer.model.config.fine_max_std
-    assert limit is not None and torch.load(trainer.last, weights_only=True)["fine_max_std"] == limit
-    resumed = Trainer(_cfg(photo_dir, tmp_path / "fine", fine_only=True, init="tiny_ds", steps=4, validate_every=1))
+    assert limit == 0.8 and torch.load(trainer.last, weights_only=True)["fine_max_std"] == limit
+    resumed = Trainer(_cfg(photo_dir, tmp_path / "fine", fine_only=True, init=str(init), steps=4, validate_every=1))
     assert resumed.step == 3 and resumed.model.config.fine_max_std == limit
     assert main(["export-weights", str(tmp_path / "fine"), "--out", str(tmp_path / "f.safetensors")]) == 0
     assert LoFTR("tiny_ds", weights=tmp_path / "f.safetensors").config.fine_max_std == limit
