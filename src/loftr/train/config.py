@@ -44,16 +44,23 @@ class TrainConfig:
     bf16: bool = _f(False, "bfloat16 autocast of the backbone (CPU with AVX512-BF16/AMX, or GPU)")
     fp16: bool = _f(False, "float16 autocast of the backbone with a gradient scaler (CUDA only)")
     dataset: str = _f("photos", "photos (homographic pairs), scenes (synthetic 3D scenes textured from the photos, "
-                                "exact depth), mixed (batches of scenes and of photos), scannet or "
+                                "exact depth), mixed (batches of scenes, photos, teacher and posed pairs), scannet or "
                                 "megadepth")
     scene_share: float = _f(0.5, "mixed: share of the batches that are synthetic 3D scenes (the rest: homographic "
-                                 "photo pairs, and teacher pairs)")
+                                 "photo pairs, teacher pairs and posed pairs)")
     scene_fine: bool = _f(True, "scenes/mixed: the synthetic 3D scenes also train the fine stage (--no-scene-fine: "
                                 "the coarse matching only; their rendered textures held the sub-pixel accuracy back)")
     teacher: str = _f("", "mixed: teacher caches (.npz of `loftr teacher-cache`, names relative to the photo "
                           "folder; several comma-separated): real photo pairs with verified matches, coarse "
                           "supervision only")
     teacher_share: float = _f(0.0, "mixed: share of the batches that are teacher pairs (needs --teacher)")
+    posed: str = _f("", "mixed: posed training scenes with SfM tracks (a folder of scenes such as "
+                        "../shared/data/posed_train, or comma-separated scene folders): real wide-baseline pairs "
+                        "supervised by tracks and epipolar geometry")
+    posed_share: float = _f(0.0, "mixed: share of the batches that are posed pairs (needs --posed)")
+    posed_holdout: str = _f("cup-table", "mixed: comma-separated posed scene names never trained on")
+    posed_fine: bool = _f(True, "mixed: posed pairs also train the fine stage (tracks near cell centres, epipolar "
+                                "lines elsewhere)")
     index: str = _f("", "scannet/megadepth: training index (.npz, folder of .npz, or .txt list of names)")
     intrinsics: str = _f("", "scannet: intrinsics.npz (default: found next to or above the index)")
     val_index: str = _f("", "scannet/megadepth: validation index (default: pairs spread over the training index)")
@@ -80,14 +87,18 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.steps < 0 or self.val_pairs < 0 or self.workers < 0:
             raise ValueError("steps, val_pairs and workers cannot be negative")
-        if not (0.0 <= self.scene_share <= 1.0 and 0.0 <= self.teacher_share <= 1.0
-                and self.scene_share + self.teacher_share <= 1.0):
-            raise ValueError(f"scene_share and teacher_share must be in [0, 1] with a sum of at most 1, got "
-                             f"{self.scene_share} and {self.teacher_share}")
+        shares = (self.scene_share, self.teacher_share, self.posed_share)
+        if not (all(0.0 <= v <= 1.0 for v in shares) and sum(shares) <= 1.0 + 1e-9):
+            raise ValueError(f"scene_share, teacher_share and posed_share must be in [0, 1] with a sum of at most 1, "
+                             f"got {self.scene_share}, {self.teacher_share} and {self.posed_share}")
         if self.teacher and self.dataset != "mixed":
             raise ValueError(f"a teacher cache trains with --dataset mixed, not {self.dataset}")
         if self.teacher_share > 0 and not self.teacher:
             raise ValueError("teacher_share needs a teacher cache (--teacher)")
+        if self.posed and self.dataset != "mixed":
+            raise ValueError(f"posed scenes train with --dataset mixed, not {self.dataset}")
+        if self.posed_share > 0 and not self.posed:
+            raise ValueError("posed_share needs posed training scenes (--posed)")
         if self.fine_only and not self.init:
             raise ValueError("fine_only trains the fine stage of given weights: it needs --init")
         if not isinstance(self.model_overrides, dict):

@@ -6,7 +6,9 @@ Coarse, dense supervision (``sparse=False``): focal loss on every entry of the (
 inner matrix plus, as negatives, the dustbin entries of every row and column without a ground-truth match
 (:func:`coarse_focal_loss_with_bins`). Padded cells are left out through ``weight``. Fine: L2 between the predicted
 and true sub-pixel offsets of the coarse selections whose true offset lies inside the window (|offset| < 1),
-weighted by the normalised inverse of the predicted standard deviation (detached).
+weighted by the normalised inverse of the predicted standard deviation (detached). Where only the epipolar geometry
+is known (posed pairs without an exact target), :func:`fine_epipolar_loss`: the squared distance of the refined
+point to the epipolar line, weighted the same way.
 """
 
 from __future__ import annotations
@@ -88,3 +90,21 @@ def fine_l2_std_loss(expec_f: torch.Tensor, expec_f_gt: torch.Tensor,
     w = (inv_std / inv_std.mean()).detach()
     l2 = ((expec_f_gt[correct] - expec_f[correct, :2]) ** 2).sum(-1)
     return (l2 * w[correct]).mean()
+
+
+def fine_epipolar_loss(expec_f: torch.Tensor, pts0: torch.Tensor, pts1: torch.Tensor, F: torch.Tensor,
+                       radius: float, use: torch.Tensor) -> torch.Tensor:
+    """expec_f (M, 3) predicted (x, y, std) in window units; pts0 (M, 2) the selected cell centres of image0 and
+    pts1 (M, 2) those of image1 (network pixels); F (M, 3, 3) with p1^T F p0 = 0; ``radius`` the window radius in
+    pixels; ``use`` (M,) bool the selections to supervise. Mean of the squared distances (window units) of the
+    refined points pts1 + expec_f * radius to the epipolar lines of pts0, weighted by the normalised inverse std."""
+    if not use.any():
+        return expec_f.sum() * 0.0
+    inv_std = 1.0 / expec_f[:, 2].clamp(min=1e-10)
+    w = (inv_std / inv_std.mean()).detach()
+    p0, F = pts0[use].to(torch.float64), F[use].to(torch.float64)
+    line = torch.cat([p0, torch.ones_like(p0[:, :1])], -1)[:, None] @ F.transpose(1, 2)
+    line = (line[:, 0] / line[:, 0, :2].norm(dim=-1, keepdim=True).clamp(min=1e-12)).to(expec_f.dtype)
+    p1 = pts1[use].to(expec_f) + expec_f[use, :2] * radius
+    d = ((line[:, :2] * p1).sum(-1) + line[:, 2]) / radius
+    return (d ** 2 * w[use]).mean()

@@ -1,6 +1,7 @@
 """Batches drawn from several endless training sources in one run: synthetic 3D scenes (depth supervision),
-homographic photo pairs (homography supervision) and real photo pairs with a teacher's matches (sparse coarse
-supervision), so one model learns real parallax without losing planar sub-pixel accuracy.
+homographic photo pairs (homography supervision), real photo pairs with a teacher's matches (sparse coarse
+supervision) and real posed pairs (SfM tracks and epipolar geometry), so one model learns real parallax without
+losing planar sub-pixel accuracy.
 
 Every batch holds pairs of ONE source (their supervision and sizes differ): the trainer's step sampler gives the
 ``batch_size`` slots of a (step, rank) consecutive indexes ``g = (step * world + rank) * batch_size + b``, so
@@ -17,9 +18,11 @@ from torch.utils.data import Dataset
 
 from .data import PairSample, collate
 from .datasets import DepthPairSample, collate_depth
+from .posed import PosedPairSample, collate_posed
 from .teacher import MatchPairSample, collate_matches
 
-COLLATE = {PairSample: collate, DepthPairSample: collate_depth, MatchPairSample: collate_matches}
+COLLATE = {PairSample: collate, DepthPairSample: collate_depth, MatchPairSample: collate_matches,
+           PosedPairSample: collate_posed}
 
 
 class MixedPairs(Dataset):

@@ -11,17 +11,24 @@ from torch import nn
 from ..model import LoFTR
 from .data import PairSample
 from .datasets import DepthPairSample
-from .losses import coarse_focal_loss, coarse_focal_loss_with_bins, fine_l2_std_loss
+from .losses import coarse_focal_loss, coarse_focal_loss_with_bins, fine_epipolar_loss, fine_l2_std_loss
+from .posed import PosedPairSample
 from .supervision import (FAR, CoarseSupervision, coarse_cells, coarse_supervision, depth_coarse_supervision,
-                          fine_targets, match_coarse_supervision)
+                          fine_targets, grid_points, match_coarse_supervision, posed_coarse_supervision)
 from .teacher import MatchPairSample
 
-Batch = PairSample | DepthPairSample | MatchPairSample
+Batch = PairSample | DepthPairSample | MatchPairSample | PosedPairSample
 
 
 def supervise(batch: Batch, hw0: tuple[int, int], hw1: tuple[int, int], stride: int,
               depth_check: bool = True) -> CoarseSupervision:
-    """Coarse ground truth of a batch: from its homography, its depth, intrinsics and poses, or its sparse matches."""
+    """Coarse ground truth of a batch: from its homography, its depth, intrinsics and poses, its sparse matches, or
+    its tracks and epipolar geometry."""
+    if isinstance(batch, PosedPairSample):
+        sup = posed_coarse_supervision(batch.kpts0, batch.kpts1, batch.valid, batch.F_0to1, hw0, hw1, stride)
+        if not batch.fine:
+            sup = dataclasses.replace(sup, w_pt0_i=torch.full_like(sup.w_pt0_i, FAR), F_0to1=None)
+        return sup
     if isinstance(batch, DepthPairSample):
         sup = depth_coarse_supervision(batch.depth0, batch.depth1, batch.K0, batch.K1, batch.T_0to1, hw0, hw1,
                                        stride, batch.scale0, batch.scale1, batch.mask0, batch.mask1,
@@ -65,11 +72,26 @@ def loss_terms(model: LoFTR, batch: Batch, *, sparse: bool = False,
     sel = out.coarse
     target = fine_targets(sup, sel.b_ids, sel.i_ids, sel.j_ids, stride_f, cfg.fine_window_size)
     loss_f = fine_l2_std_loss(out.expec_f, target.to(out.expec_f.device))
+    if sup.F_0to1 is not None:  # posed pairs: the epipolar line where the true positive has no exact target
+        loss_f = loss_f + _epipolar_term(out.expec_f, sup, sel.b_ids, sel.i_ids, sel.j_ids, target, hw0, hw1,
+                                         stride_c, stride_f * (cfg.fine_window_size // 2))
     loss = loss_c + loss_f
     logs = torch.stack([loss.detach().float(), loss_c.detach().float(), loss_f.detach().float(),
                         torch.tensor(float(sup.b_ids.numel()), device=loss.device),
                         (sel.mconf > 0).sum().float()])
     return loss, logs
+
+
+def _epipolar_term(expec_f: torch.Tensor, sup: CoarseSupervision, b: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
+                   target: torch.Tensor, hw0: tuple[int, int], hw1: tuple[int, int], stride: int,
+                   radius: float) -> torch.Tensor:
+    """The epipolar fine loss of the selections (b, i, j) that are ground-truth matches without an exact target."""
+    device = sup.conf_gt.device
+    b, i, j = b.to(device), i.to(device), j.to(device)
+    use = (sup.conf_gt[b, i, j] == 1) & (target.to(device).abs().max(-1).values >= 1)
+    pts0 = grid_points(hw0, stride, 1, device)[0, i]
+    pts1 = grid_points(hw1, stride, 1, device)[0, j]
+    return fine_epipolar_loss(expec_f, pts0, pts1, sup.F_0to1[b], radius, use.to(expec_f.device))
 
 
 def log_values(logs: torch.Tensor) -> dict[str, float]:

@@ -13,6 +13,7 @@ from .config import TrainConfig
 from .data import HomographyPairs, list_images
 from .datasets import MEGADEPTH_MIN_OVERLAP, SCANNET_MIN_OVERLAP, MegaDepthPairs, ScanNetPairs
 from .mixed import MixedPairs
+from .posed import PosedPairs, scene_folders
 from .scenes import ScenePairs
 from .teacher import TeacherPairs
 
@@ -90,13 +91,18 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, bool]:
         data = ScenePairs(train_images, size, length=length, seed=cfg.seed, fine=cfg.scene_fine)
         if cfg.dataset == "mixed":
             photos = HomographyPairs(train_images, size[1], length=length, seed=cfg.seed + 1)
-            sources, shares = [data, photos], [cfg.scene_share, 1.0 - cfg.scene_share - cfg.teacher_share]
+            rest = max(1.0 - cfg.scene_share - cfg.teacher_share - cfg.posed_share, 0.0)
+            sources, shares = [data, photos], [cfg.scene_share, rest]
             if cfg.teacher and cfg.teacher_share > 0:
                 root = Path(cfg.images)
                 held_out = [p.relative_to(root).as_posix() for p in val_images if p.is_relative_to(root)]
                 sources.append(TeacherPairs(cfg.teacher, root, size, length=length, seed=cfg.seed + 2,
                                             exclude=held_out))
                 shares.append(cfg.teacher_share)
+            if cfg.posed and cfg.posed_share > 0:
+                scenes = scene_folders(cfg.posed, cfg.posed_holdout.split(","))
+                sources.append(PosedPairs(scenes, size, length=length, seed=cfg.seed + 3, fine=cfg.posed_fine))
+                shares.append(cfg.posed_share)
             data = MixedPairs(sources, shares, cfg.batch_size, seed=cfg.seed, length=length)
         return data, val, True
     if not cfg.index:

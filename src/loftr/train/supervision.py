@@ -5,6 +5,10 @@ image0; cell i matches cell j when i lands in j and j lands back in i (mutual ne
 one-to-one), both mappings being valid. Fine: for each coarse selection (i, j), where i's centre lands relative to
 j's centre, in units of the fine window's radius (|offset| <= 1 inside the w×w window).
 
+Real posed pairs (:func:`posed_coarse_supervision`) have sparse SfM tracks and exact epipolar geometry instead: the
+tracks give positives, the epipolar lines negatives (cells far from each other's lines cannot match), and what is
+left (near the line, no track) stays unknown.
+
 The mapping is either a homography (:func:`coarse_supervision`) or depth + intrinsics + relative pose
 (:func:`depth_coarse_supervision`, ScanNet/MegaDepth): unproject with the depth of the nearest pixel, move by
 T_0to1, project; valid where the depth is known, the projection falls inside the other depth map and (the
@@ -20,6 +24,8 @@ from dataclasses import dataclass
 import torch
 
 FAR = 1e6  # where a cell's mapping is unknown: its fine target lies far outside any window (ignored by the loss)
+EPIPOLAR_MARGIN = 1.5  # cells: a cell pair farther than this from each other's epipolar lines is a negative
+FINE_TRACK_TOL = 1.5  # network pixels: a track observation this close to its cell centre gives a fine target
 
 
 @dataclass(frozen=True)
@@ -27,15 +33,18 @@ class CoarseSupervision:
     """Ground-truth coarse matches: pair b, cell i of image0, cell j of image1 (each (K,)), the dense match matrix,
     and what the fine targets need: ``w_pt0_i`` (N, L, 2) where each cell centre of image0 lands in image1 and
     ``pt1_i`` (N, S, 2) the cell centres of image1, both in image1's ground-truth pixels (network pixels times
-    ``scale1`` (N, 2), None meaning 1); ``w_pt0_i`` is :data:`FAR` where the mapping is unknown."""
+    ``scale1`` (N, 2), None meaning 1); ``w_pt0_i`` is :data:`FAR` where the mapping is unknown. ``F_0to1``
+    (N, 3, 3), network pixels, where the pair's epipolar geometry is known (posed pairs): the fine stage is also
+    supervised by the distance to the epipolar line where no exact target exists."""
 
     b_ids: torch.Tensor
     i_ids: torch.Tensor
     j_ids: torch.Tensor
-    conf_gt: torch.Tensor  # (N, L, S) float {0, 1}
+    conf_gt: torch.Tensor  # (N, L, S) float: 1 match, 0 no match, -1 unknown (no loss)
     w_pt0_i: torch.Tensor | None = None
     pt1_i: torch.Tensor | None = None
     scale1: torch.Tensor | None = None
+    F_0to1: torch.Tensor | None = None
 
 
 def grid_points(hw: tuple[int, int], stride: int, n: int, device: torch.device) -> torch.Tensor:
@@ -255,3 +264,78 @@ def match_coarse_supervision(kpts0: torch.Tensor, kpts1: torch.Tensor, valid: to
     conf_gt[b_ids, i_ids, j_ids] = 1.0
     w_pt0_i = torch.full((n, l, 2), FAR, dtype=torch.float64, device=device)
     return CoarseSupervision(b_ids, i_ids, j_ids, conf_gt, w_pt0_i, grid_points(hw1, stride, n, device))
+
+
+def epipolar_lines(points: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
+    """points (..., K, 2) of image0, F (..., 3, 3) → (..., K, 3) their lines in image1, (a, b) of unit length."""
+    lines = torch.cat([points, torch.ones_like(points[..., :1])], -1) @ F.transpose(-1, -2)
+    return lines / lines[..., :2].norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
+def line_distance(lines: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """lines (..., L, 3) normalised, points (..., S, 2) → (..., L, S) distances of every point to every line."""
+    return (lines[..., :2] @ points.transpose(-1, -2) + lines[..., 2:]).abs()
+
+
+def posed_coarse_supervision(kpts0: torch.Tensor, kpts1: torch.Tensor, valid: torch.Tensor, F_0to1: torch.Tensor,
+                             hw0: tuple[int, int], hw1: tuple[int, int], stride: int,
+                             margin: float = EPIPOLAR_MARGIN, fine_tol: float = FINE_TRACK_TOL) -> CoarseSupervision:
+    """Coarse (and fine) ground truth of real pairs with SfM tracks and known cameras.
+
+    kpts0/kpts1 (N, K, 2) network pixels of the shared track observations, ``valid`` (N, K), F_0to1 (N, 3, 3) with
+    p1^T F p0 = 0 in network pixels. ``conf_gt``:
+
+    * 0 (negative) where cell centre j lies farther than ``margin`` cells from the epipolar line of cell centre i,
+      or i from the line of j: the true match of i's centre lies on its line, and inside cell j (at most 0.71 cells
+      from j's centre) if they match;
+    * 1 (positive) at the tracks, cell i of the observation in image0 to the cell where i's centre lands under the
+      track's local translation (as :func:`match_coarse_supervision`); each cell keeps the observation nearest its
+      centre, one-to-one, and the rest of its row and column are 0; a track that contradicts the epipolar geometry
+      (an SfM outlier) is dropped;
+    * -1 (unknown) elsewhere: near the epipolar line with no track.
+
+    Fine targets (``w_pt0_i``) at positive cells whose observation lies within ``fine_tol`` pixels of the cell
+    centre: the track's translation of the centre, projected onto the centre's epipolar line; :data:`FAR` elsewhere.
+    """
+    n, k = kpts0.shape[:2]
+    device = kpts0.device
+    F = F_0to1.to(device, torch.float64)
+    pts0, pts1 = grid_points(hw0, stride, n, device), grid_points(hw1, stride, n, device)
+    l, s = pts0.shape[1], pts1.shape[1]
+    conf_gt = torch.full((n, l, s), -1.0, device=device)
+    far = torch.zeros((n, l, s), dtype=torch.bool, device=device)
+    for b in range(n):  # one pair at a time: two (L, S) float64 maps
+        d1 = line_distance(epipolar_lines(pts0[b], F[b]), pts1[b])
+        d0 = line_distance(epipolar_lines(pts1[b], F[b].T), pts0[b]).T
+        far[b] = torch.maximum(d0, d1) > margin * stride
+    conf_gt[far] = 0.0
+    k0, k1 = kpts0.to(torch.float64), kpts1.to(torch.float64)
+    cell0 = (k0 / stride).round().long()
+    cell1 = ((k1 + cell0.to(torch.float64) * stride - k0) / stride).round().long()
+    ok = valid.bool().clone()
+    ok &= (cell0[..., 0] >= 0) & (cell0[..., 0] < hw0[1]) & (cell0[..., 1] >= 0) & (cell0[..., 1] < hw0[0])
+    ok &= (cell1[..., 0] >= 0) & (cell1[..., 0] < hw1[1]) & (cell1[..., 1] >= 0) & (cell1[..., 1] < hw1[0])
+    off = (k0 - cell0.to(torch.float64) * stride).norm(dim=-1)  # (N, K) observation to its cell centre
+    b_ids, m_ids = torch.where(ok)
+    order = torch.argsort(off[b_ids, m_ids], stable=True)
+    b_ids, m_ids = b_ids[order], m_ids[order]
+    i_ids = cell0[b_ids, m_ids, 1] * hw0[1] + cell0[b_ids, m_ids, 0]
+    j_ids = cell1[b_ids, m_ids, 1] * hw1[1] + cell1[b_ids, m_ids, 0]
+    keep = ~far[b_ids, i_ids, j_ids]
+    b_ids, m_ids, i_ids, j_ids = b_ids[keep], m_ids[keep], i_ids[keep], j_ids[keep]
+    keep = _first_of_each(b_ids * l + i_ids)  # one observation per cell of image0 (the nearest its centre) ...
+    b_ids, m_ids, i_ids, j_ids = b_ids[keep], m_ids[keep], i_ids[keep], j_ids[keep]
+    keep = _first_of_each(b_ids * s + j_ids)  # ... and per cell of image1
+    b_ids, m_ids, i_ids, j_ids = b_ids[keep], m_ids[keep], i_ids[keep], j_ids[keep]
+    conf_gt[b_ids, i_ids, :] = 0.0
+    conf_gt[b_ids, :, j_ids] = 0.0
+    conf_gt[b_ids, i_ids, j_ids] = 1.0
+    w_pt0_i = torch.full((n, l, 2), FAR, dtype=torch.float64, device=device)
+    near = off[b_ids, m_ids] <= fine_tol
+    b, m, i = b_ids[near], m_ids[near], i_ids[near]
+    centre = pts0[b, i]
+    moved = k1[b, m] + centre - k0[b, m]
+    line = epipolar_lines(centre[:, None], F[b])[:, 0]  # (M, 3)
+    along = (line[:, :2] * moved).sum(-1) + line[:, 2]
+    w_pt0_i[b, i] = moved - along[:, None] * line[:, :2]
+    return CoarseSupervision(b_ids, i_ids, j_ids, conf_gt, w_pt0_i, pts1, None, F)
