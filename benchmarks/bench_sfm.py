@@ -101,7 +101,7 @@ def pose_accuracy(model_dir: Path | None, cameras: dict[str, tuple[np.ndarray, n
             errors.append(max(angle_error_rotation(est[:3, :3], gt[:3, :3]),
                               angle_error_translation(est[:3, 3], gt[:3, 3])))
     auc = pose_auc(errors)
-    return {"pose_auc": [round(100 * auc[t], 1) for t in (5, 10, 20)], "pairs": len(errors),
+    return {"pose_auc": [round(100 * auc[t], 1) for t in (5, 10, 20)], "pairs": len(errors), "errors": errors,
             "focal_err_pct": float(np.mean(focal_err)) if focal_err else float("nan")}
 
 

@@ -91,10 +91,13 @@ def list_photos(folder: str | Path) -> list[Path]:
     return photos
 
 
-def read_synthetic(folder: str | Path, *, seed: int = 0, limit: int | None = None,
+def read_synthetic(folder: str | Path | Sequence[str | Path], *, seed: int = 0, limit: int | None = None,
                    cfg: SyntheticConfig = SyntheticConfig()) -> Loaded[HomographyPair]:
-    """In-memory pairs from the photos of ``folder``: shuffled with ``seed``, the first ``limit`` of them."""
-    photos = list_photos(folder)
+    """In-memory pairs from the photos of ``folder`` (or a list of photo files): shuffled with ``seed``, the first
+    ``limit`` of them."""
+    photos = list_photos(folder) if isinstance(folder, (str, Path)) else [Path(p) for p in folder]
+    if not photos:
+        raise LoFTRError("no photos given")
     order = np.random.default_rng(seed).permutation(len(photos))
     if limit is not None:
         if limit < 1:

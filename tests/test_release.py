@@ -1,0 +1,96 @@
+"""The release gate's rule, table and model-card writing (benchmarks/release.py), on made-up rows, and its held-out
+pairs on the shared data (skipped without it)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def release():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("release", ROOT / "benchmarks" / "release.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["release"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(release, key, cand, shipped, *, std=1.0, higher=True, floor=0.0):
+    Stat = release.Stat
+    return release.Row(key, key, ("fig",), {"candidate": {"fig": Stat(cand, std)}, "shipped": {"fig": Stat(shipped, std)},
+                                            "SIFT": {"fig": Stat(0.0)}}, "test", higher=higher, floor=floor)
+
+
+def test_judge_uses_the_noise_of_both_models(release):
+    # noise = hypot(1, 1) = 1.41: a 1-point move is level, a 2-point one is not
+    assert release.judge(_row(release, "a", 51.0, 50.0), "candidate", "shipped").status == "level"
+    assert release.judge(_row(release, "a", 52.0, 50.0), "candidate", "shipped").status == "ahead"
+    assert release.judge(_row(release, "a", 48.0, 50.0), "candidate", "shipped").status == "FELL"
+    # lower is better (time): slower beyond the noise falls
+    assert release.judge(_row(release, "t", 3.0, 1.0, higher=False), "candidate", "shipped").status == "FELL"
+    # a deterministic row falls only beyond its floor
+    assert release.judge(_row(release, "r", 19.0, 20.0, std=0.0, floor=1.0), "candidate", "shipped").status == "level"
+    assert release.judge(_row(release, "r", 17.0, 20.0, std=0.0, floor=1.0), "candidate", "shipped").status == "FELL"
+
+
+def test_verdict_needs_the_target_ahead_and_no_row_falling(release):
+    ahead, level, fell = _row(release, "t", 55.0, 50.0), _row(release, "l", 50.5, 50.0), _row(release, "f", 40.0, 50.0)
+    ok, why = release.verdict([ahead, level], "candidate", "shipped", "t")
+    assert ok is True and why.startswith("SHIP")
+    ok, why = release.verdict([ahead, fell], "candidate", "shipped", "t")
+    assert ok is False and "f" in why.split("fell beyond noise:")[1]
+    ok, _ = release.verdict([ahead, level], "candidate", "shipped", "l")  # target only level
+    assert ok is False
+    ok, why = release.verdict([ahead, fell], "candidate", "shipped", None)
+    assert ok is None and "f" in why
+
+
+def test_table_and_card(release, tmp_path):
+    rows = [_row(release, "t", 55.0, 50.0)]
+    table = release.markdown(rows, ["candidate", "shipped", "SIFT"], "candidate", "shipped")
+    assert "| **t**: t | fig | 55.0 (±1.0) | 50.0 (±1.0) | 0.0 | +5.00 (1.41) | ahead |" in table
+    card = tmp_path / "card.md"
+    card.write_text(f"# card\n{release.BEGIN}\nold table\n{release.END}\nafter\n")
+    release.write_card(card, table, "header")
+    text = card.read_text()
+    assert "old table" not in text and "header" in text and "+5.00" in text and text.endswith("after\n")
+    card.write_text("no markers")
+    with pytest.raises(SystemExit, match="markers"):
+        release.write_card(card, table, "header")
+
+
+def test_match_orders_are_seeded_permutations(release):
+    from loftr.eval.baselines import PairMatches
+
+    m = PairMatches.create(np.arange(20.0).reshape(10, 2), np.arange(20.0).reshape(10, 2) + 1, np.linspace(1, 0, 10))
+    assert release.permuted(m, 0) is m
+    a, b = release.permuted(m, 1), release.permuted(m, 1)
+    assert np.array_equal(a.kpts0, b.kpts0) and not np.array_equal(a.kpts0, m.kpts0)
+    assert np.array_equal(np.sort(a.kpts0[:, 0]), np.sort(m.kpts0[:, 0]))
+    assert np.array_equal(a.kpts1 - a.kpts0, np.ones((10, 2)))  # pairs stay together
+
+
+def test_code_hash_ignores_training_code(release):
+    h = release.src_tree()
+    assert isinstance(h, str) and len(h) == 16 and h == release.src_tree()
+
+
+def test_heldout_pairs_are_wide_and_posed(release):
+    scene = release.DATA / "posed_train" / release.HELD_OUT
+    if not (scene / "pairs.txt").is_file():
+        pytest.skip("no shared posed_train data")
+    pairs = release.heldout_pairs(scene, n=10)
+    assert len(pairs) == 10 and len({p.name for p in pairs}) == 10
+    overlap = {tuple(r.split()[:2]): float(r.split()[3]) for r in (scene / "pairs.txt").read_text().splitlines()}
+    for p in pairs:
+        assert 0.1 <= overlap[(p.image0.name, p.image1.name)] <= 0.4
+        assert p.image0.is_file() and np.allclose(p.T_0to1[3], [0, 0, 0, 1])
+    assert [p.name for p in release.heldout_pairs(scene, n=10)] == [p.name for p in pairs]
