@@ -16,7 +16,7 @@ Every row runs both models and a baseline on the same pairs with the same protoc
 | extreme | the same images under EVD-like warps (any rotation, scale to 4x, strong tilt) | solved < 10 px | orders |
 | stereo | Motorcycle (skimage), 1024 px | P@3 px | bootstrap over matches |
 | sfm_kitti | ``loftr sfm`` (defaults) on 20 KITTI frames | registered in one model | 1 image (fixed) |
-| sfm_castle, sfm_fox | ``loftr sfm`` on castle-P19 / every 2nd fox view, against the true cameras | pose AUC@5 of all pairs | bootstrap over pairs |
+| sfm_castle, sfm_fox | ``loftr sfm`` on castle-P19 / every 2nd fox view, vs true cameras | AUC@5 all pairs | bootstrap |
 | speed | 8 fox pairs at 640x480 | s/pair (lower is better) | std over 3 repeats |
 
 The baseline is OpenCV SIFT (ratio test) for matching rows and pycolmap's SIFT with one shared camera for SfM.
@@ -68,6 +68,7 @@ class Model:
     spec: str
     path: Path
     max_std: float | None
+    dtype: str = "fp32"
 
     @property
     def sha256(self) -> str:
@@ -78,14 +79,14 @@ class Model:
     def matcher(self, max_size: int | None):
         import loftr
 
-        return loftr.Matcher(weights=self.path, max_size=max_size, max_std=self.max_std)
+        return loftr.Matcher(weights=self.path, max_size=max_size, max_std=self.max_std, dtype=self.dtype)
 
     def cli_args(self) -> list[str]:
-        args = ["--weights", str(self.path)]
+        args = ["--weights", str(self.path), "--dtype", self.dtype]
         return args + ([] if self.max_std is None else ["--max-std", str(self.max_std)])
 
 
-def resolve(spec: str, label: str, max_std: float | None) -> Model:
+def resolve(spec: str, label: str, max_std: float | None, dtype: str = "fp32") -> Model:
     """A registry name (``default`` included) or a weights file."""
     from loftr.weights import download, lookup
 
@@ -95,7 +96,7 @@ def resolve(spec: str, label: str, max_std: float | None) -> Model:
             path = download(lookup(spec).name, progress=False)
         except Exception as exc:  # noqa: BLE001 - one line naming the problem
             raise SystemExit(f"release: {spec!r} is neither a weights file nor usable registry weights: {exc}")
-    return Model(label, spec, path.resolve(), max_std)
+    return Model(label, spec, path.resolve(), max_std, dtype)
 
 
 # ---------------------------------------------------------------------------------------------- the results
@@ -207,7 +208,7 @@ def _cache_key(ctx: Context, row: str, who: str) -> Path | None:
 
 
 def _who(model: Model | None) -> str:
-    return "sift" if model is None else f"{model.sha256}|{model.max_std}"
+    return "sift" if model is None else f"{model.sha256}|{model.max_std}|{model.dtype}"
 
 
 def per_method(ctx: Context, row: str, compute: Callable[[dict[str, Any]], dict[str, dict[str, Stat]]],
@@ -620,6 +621,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--against", default="default", help="the weights to beat (default: the bundled model)")
     ap.add_argument("--max-std", type=float, help="fine match filter of the candidate (0 = off; default: its file's)")
     ap.add_argument("--against-max-std", type=float, help="the same for --against")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="the candidate's precision "
+                    "(default fp32; the same weights in bf16 judge a bf16 default)")
     ap.add_argument("--target", choices=sorted(ROWS), help="the row the change targets (needed for a SHIP verdict)")
     ap.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=list(ROWS), help="run only these rows")
     ap.add_argument("--out", type=Path, default=Path("release_gate"), help="folder for results.json/.md")
@@ -635,9 +638,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     cv2.setRNGSeed(0)
-    cand = resolve(args.candidate, "candidate", args.max_std)
+    cand = resolve(args.candidate, "candidate", args.max_std, args.dtype)
     against = resolve(args.against, "shipped" if args.against == "default" else "against", args.against_max_std)
-    same = cand.sha256 == against.sha256 and cand.max_std == against.max_std
+    same = cand.sha256 == against.sha256 and (cand.max_std, cand.dtype) == (against.max_std, against.dtype)
     models = (cand,) if same else (cand, against)
     if same:
         cand = against = replace(cand, label="shipped")
@@ -665,8 +668,9 @@ def main(argv: list[str] | None = None) -> int:
     minutes = (time.perf_counter() - started) / 60
     header = (f"Written by `python benchmarks/release.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
               f"on {time.strftime('%Y-%m-%d')} ({minutes:.0f} min, {os.cpu_count()} CPU cores). "
-              + ", ".join(f"{m.label} = `{m.path.name}` sha256 `{m.sha256}`" + (
-                  "" if m.max_std is None else f" with --max-std {m.max_std:g}") for m in models)
+              + ", ".join(f"{m.label} = `{m.path.name}` sha256 `{m.sha256}`"
+                          + ("" if m.max_std is None else f" with --max-std {m.max_std:g}")
+                          + ("" if m.dtype == "fp32" else f" in {m.dtype}") for m in models)
               + ". Figures: mean over the row's replicates (±: the std of the judged figure); AUC, precision and "
               "shares in %.")
     report = {"candidate": asdict(cand) | {"sha256": cand.sha256}, "against": asdict(against) | {

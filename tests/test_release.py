@@ -25,8 +25,8 @@ def release():
 
 def _row(release, key, cand, shipped, *, std=1.0, higher=True, floor=0.0):
     Stat = release.Stat
-    return release.Row(key, key, ("fig",), {"candidate": {"fig": Stat(cand, std)}, "shipped": {"fig": Stat(shipped, std)},
-                                            "SIFT": {"fig": Stat(0.0)}}, "test", higher=higher, floor=floor)
+    stats = {"candidate": {"fig": Stat(cand, std)}, "shipped": {"fig": Stat(shipped, std)}, "SIFT": {"fig": Stat(0.0)}}
+    return release.Row(key, key, ("fig",), stats, "test", higher=higher, floor=floor)
 
 
 def test_judge_uses_the_noise_of_both_models(release):
