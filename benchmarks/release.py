@@ -16,7 +16,7 @@ Every row runs both models and a baseline on the same pairs with the same protoc
 | extreme | the same images under EVD-like warps (any rotation, scale to 4x, strong tilt) | solved < 10 px | orders |
 | stereo | Motorcycle (skimage), 1024 px | P@3 px | bootstrap over matches |
 | sfm_kitti | ``loftr sfm`` (defaults) on 20 KITTI frames | registered in one model | 1 image (fixed) |
-| sfm_castle, sfm_fox | ``loftr sfm`` on castle-P19 / every 2nd fox view, vs true cameras | AUC@5 all pairs | bootstrap |
+| sfm_castle, sfm_fox | ``loftr sfm`` on castle-P19 / every 2nd fox view,, true cameras | AUC@5, all pairs | bootstrap |
 | speed | 8 fox pairs at 640x480 | s/pair (lower is better) | std over 3 repeats |
 
 The baseline is OpenCV SIFT (ratio test) for matching rows and pycolmap's SIFT with one shared camera for SfM.
