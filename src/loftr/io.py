@@ -43,9 +43,10 @@ image with ``outdoor_ds`` (measured: 1.9 GB more for a 1024×768 pair), so a pai
 DEFAULT_MAX_SIZE = 1024
 """Default longest side of the network input (aspect kept, never upscaled) for matching, the CLI, the server and the
 benchmarks that run "at the defaults". 640×480 frames are matched as they are; larger photos are shrunk to 1024 px
-(hloc's choice for LoFTR too). Measured with the bundled model against the former default of 640 (README, model
-card): held-out castle scenes (1536×1024) pose AUC@5 53.7 → 60.3, Motorcycle (741×500, now at full size) correct
-@3 px 2589 → 3545 at higher precision, WxBS level or better; the indoor fox frames (1920×1080) lose 2–3 AUC points.
+(hloc's choice for LoFTR too). Measured with the bundled model against the former default of 640 (training log,
+docs/training_log.md): held-out castle scenes (1536×1024) pose AUC@5 53.7 → 60.3, Motorcycle (741×500, now at full
+size) correct @3 px 2589 → 3545 at higher precision, WxBS level or better; the indoor fox frames (1920×1080) lose 2–3
+AUC points.
 The price is time on large photos (a castle pair: 0.8 s → 2.8 s on 2 CPU cores)."""
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
