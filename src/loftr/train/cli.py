@@ -13,8 +13,9 @@ from typing import Any
 from ..errors import LoFTRError
 
 TRAIN_DESCRIPTION = """\
-Train LoFTR with the official losses on homographic pairs of a photo folder (self-supervised), or on ScanNet or
-MegaDepth in the official index formats. Settings come from the TrainConfig defaults, then the --config JSON file,
+Train LoFTR with the official losses on homographic pairs of a photo folder (self-supervised), a mix of them with
+synthetic 3D scenes, teacher pairs and real posed scenes (--dataset mixed), or on ScanNet or MegaDepth in the official
+index formats. Settings come from the TrainConfig defaults, then the --config JSON file,
 then the flags given here. The run folder gets config.json, log.jsonl, last.pt (every --checkpoint-every steps)
 and stepNNNNNN.pt snapshots (at each validation). A folder that already holds last.pt is refused unless --resume,
 which continues it exactly (its config.json is the base unless --config is given; raise --steps to extend it).
@@ -24,6 +25,8 @@ examples:
   loftr train --data photos/ --out runs/mine --steps 4000
   loftr train --config tiny.json --data photos/ --out runs/tiny
   loftr train --out runs/tiny --resume --steps 6000
+  loftr train --dataset mixed --data photos/ --posed ../shared/data/posed_train --posed-share 0.45 --scene-share 0.3 \
+      --no-scene-fine --init tiny_ds --size 384 --out runs/posed     # cup-table held out (--posed-holdout)
   loftr train --dataset scannet --data data/scannet/train --index data/scannet/index/scene_data/train --out runs/sn
   loftr train --dataset megadepth --data data/megadepth/train --index data/megadepth/index/trainvaltest_list/train_list.txt --size 640 --out runs/md
 """
