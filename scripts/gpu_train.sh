@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# One GPU lease of training: mixed batches of synthetic 3D scenes (textured from the photos), homographic photo pairs
-# and, when .gpu_data/teacher.npz is there, real photo pairs with a teacher's matches, on CUDA for $MINUTES minutes,
-# then the run's files under $OUT so that they come back from the device machine.
+# One GPU lease of training: mixed batches of synthetic 3D scenes (textured from the photos), homographic photo pairs,
+# when .gpu_data/teacher.npz is there real photo pairs with a teacher's matches, and when .gpu_data/posed_train is there
+# real wide-baseline posed pairs (SfM tracks + epipolar geometry), on CUDA for $MINUTES minutes, then the run's files
+# under $OUT so that they come back from the device machine.
 #
 # Prepare once here (the photos do not travel; a JPEG copy of them at most 1024 px goes in the ignored .gpu_data/,
-# with the teacher cache renamed to the copies):
+# with the teacher cache renamed to the copies; the posed scenes at 768 px, cup-table left out: about 16 + 18 MB):
 #   .venv/bin/python scripts/pack_textures.py ../shared/data/photos .gpu_data/photos \
 #       .gpu_data/teacher_photos.npz,.gpu_data/teacher_fox.npz   # (the posed fox scene's photos go in .gpu_data/teacher_photos/)
+#   PYTHONPATH=src .venv/bin/python scripts/pack_posed.py ../shared/data/posed_train .gpu_data/posed_train
 # Run on the device machine (tool `run`), with carry [".gpu_data"] (add "runs/gpu" to continue an earlier lease):
 #   bash scripts/gpu_train.sh                 # timeout_s 600: 8 minutes of training + export
 # Continue on the CPU from what came back (last.pt is split in 15 MB parts to fit what a lease returns):
@@ -38,7 +40,15 @@ resume=()
 # the scenes train the coarse matching only (--no-scene-fine): rendered textures held the sub-pixel stage back
 sources=(--scene-share 0.6 --no-scene-fine)
 TEACHER=${TEACHER:-.gpu_data/teacher.npz}
-[ -f "$TEACHER" ] && sources=(--scene-share 0.33 --no-scene-fine --teacher "$TEACHER" --teacher-share 0.27)
+POSED=${POSED:-.gpu_data/posed_train}
+if [ -f "$TEACHER" ] && [ -d "$POSED" ]; then
+  sources=(--scene-share 0.2 --no-scene-fine --teacher "$TEACHER" --teacher-share 0.15 --posed "$POSED" --posed-share 0.4)
+elif [ -d "$POSED" ]; then
+  sources=(--scene-share 0.3 --no-scene-fine --posed "$POSED" --posed-share 0.4)
+elif [ -f "$TEACHER" ]; then
+  sources=(--scene-share 0.33 --no-scene-fine --teacher "$TEACHER" --teacher-share 0.27)
+fi
+echo "sources: ${sources[*]}" | tee -a "$OUT/train.log"
 "$py" -m loftr.cli train --dataset mixed "${sources[@]}" --data "$DATA" --out "$RUN" "${resume[@]}" --preset tiny_ds \
   --size "$SIZE" --batch-size "$BATCH" --steps "$STEPS" --lr 1e-3 --warmup 200 --bf16 --device "$DEVICE" \
   --workers "$WORKERS" --minutes "$MINUTES" --init "$INIT" --checkpoint-every 100 --validate-every 1000 \

@@ -239,3 +239,23 @@ def test_the_shared_training_scenes_load_without_the_held_out_one() -> None:
     if (SHARED / "posed" / "fox").is_dir():
         with pytest.raises(ValueError, match="evaluation-only"):
             PosedPairs([SHARED / "posed" / "fox"])
+
+
+def test_packed_scenes_keep_tracks_on_their_epipolar_lines(scene: Path, tmp_path: Path) -> None:
+    """scripts/pack_posed.py shrinks the images for a device machine: K and the track observations follow them."""
+    import importlib.util
+
+    script = Path(__file__).parents[2] / "scripts" / "pack_posed.py"
+    spec = importlib.util.spec_from_file_location("pack_posed", script)
+    pack_posed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pack_posed)
+    assert pack_posed.pack_scene(scene, tmp_path / "plane", longest=160) == 2
+    packed = PosedScene.load(tmp_path / "plane")
+    assert cv2.imread(str(tmp_path / "plane" / "images" / "a.png")).shape == (120, 160, 3)
+    xy0, xy1 = packed.shared("a.png", "b.png")
+    (K0, T0), (K1, T1) = packed.cameras["a.png"], packed.cameras["b.png"]
+    F = fundamental(K0, T0, K1, T1)
+    line = np.c_[xy0, np.ones(len(xy0))] @ F.T
+    assert (np.abs((line[:, :2] * xy1).sum(1) + line[:, 2]) / np.hypot(line[:, 0], line[:, 1])).max() < 0.01
+    original = PosedScene.load(scene).shared("a.png", "b.png")[0]
+    assert np.allclose(xy0, (original + 0.5) / 2 - 0.5, atol=1e-4)
