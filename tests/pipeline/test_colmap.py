@@ -19,6 +19,7 @@ pytest.importorskip("h5py")
 pycolmap = pytest.importorskip("pycolmap")
 
 from loftr.cli import main  # noqa: E402
+from loftr.pipeline.camera import make_camera  # noqa: E402
 from loftr.pipeline.colmap import camera_groups, create_database, sfm_from_matches  # noqa: E402
 from loftr.pipeline.h5 import DEFAULT_QUANTIZE, PairResult, read_matches, write_final  # noqa: E402
 from loftr.pipeline.pairs import sequential_pairs  # noqa: E402
@@ -156,3 +157,49 @@ def test_loftr_sfm_command_on_the_rendered_scene_with_the_bundled_model(rendered
     assert rec.compute_mean_reprojection_error() < 2.0
     rot, _ = pose_errors(rec, views)
     assert rot.max() < 5.0, rot
+
+
+def test_a_known_camera_is_used_held_fixed_or_refined(rendered, tmp_path: Path) -> None:
+    """--camera: a wrong focal length held fixed comes out exactly as given (the guess of 1.2 x the size is not
+    used); refined from there, it moves most of the way to the scene's true focal length."""
+    folder, rects, views = rendered
+    names = sorted(views)
+    pairs = sequential_pairs(names, 3)
+    matches = write_final(tmp_path / "matches.h5", loftr_like_matches(rects, views, pairs), "{}", DEFAULT_QUANTIZE)
+    K = views[names[0]].K
+    given = make_camera("PINHOLE", [300.0, 300.0, K[0, 2], K[1, 2]])  # true focal 330
+    fixed = sfm_from_matches(matches, folder, pairs, tmp_path / "fixed", camera=given, num_threads=2)
+    (camera,) = pycolmap.Reconstruction(fixed.model_dir).cameras.values()
+    assert camera.model.name == "PINHOLE"
+    np.testing.assert_allclose(camera.params, [300.0, 300.0, K[0, 2] + 0.5, K[1, 2] + 0.5])  # COLMAP's +0.5
+    assert fixed.focal_lengths == (300.0,)
+    refined = sfm_from_matches(matches, folder, pairs, tmp_path / "refined", camera=given, refine_camera=True,
+                               num_threads=2)
+    assert refined.registered == tuple(names)
+    assert abs(refined.focal_lengths[0] - K[0, 0]) < 0.4 * abs(300.0 - K[0, 0])
+    assert refined.mean_reprojection_error < fixed.mean_reprojection_error
+
+
+def test_loftr_sfm_with_camera_in_original_pixels_while_matching_smaller(rendered, tmp_path: Path, capsys) -> None:
+    """`loftr sfm --camera PINHOLE fx,fy,cx,cy` in pixels of the 400x300 images while matching at 256 px: the
+    model keeps exactly that camera and its points reproject within the matching accuracy (a camera applied at
+    the matching scale would be 1.56x off and register nothing)."""
+    folder, _, views = rendered
+    K = views[sorted(views)[0]].K
+    cam = f"{K[0, 0]},{K[1, 1]},{K[0, 2]},{K[1, 2]}"
+    rc = main(["sfm", str(folder), "--out", str(tmp_path / "sfm"), "--sequential", "3", "--max-size", "256",
+               "--no-progress", "--camera", "PINHOLE", cam])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "(given)" in out
+    rec = pycolmap.Reconstruction(tmp_path / "sfm" / "sparse" / out.split("sparse/")[-1].strip())
+    (camera,) = rec.cameras.values()
+    np.testing.assert_allclose(camera.params, [K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5])
+    assert rec.num_reg_images() >= 4 and rec.compute_mean_reprojection_error() < 2.0
+
+
+def test_refine_camera_without_camera_is_one_clear_error(rendered, tmp_path: Path, capsys) -> None:
+    folder, _, _ = rendered
+    assert main(["sfm", str(folder), "--out", str(tmp_path / "sfm"), "--no-refine-camera"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "need --camera" in err[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from . import PipelineError
@@ -107,8 +108,12 @@ def cmd_merge_matches(args: argparse.Namespace) -> int:
 
 def cmd_sfm(args: argparse.Namespace) -> int:
     from ..options import matcher_from_args
+    from .camera import parse_camera
     from .colmap import run_sfm
 
+    camera = parse_camera(args.camera) if args.camera else None
+    if args.refine_camera is not None and camera is None:
+        raise PipelineError("--refine-camera / --no-refine-camera need --camera: without it the camera is refined")
     matcher = matcher_from_args(args)
     if not (args.pairs or args.exhaustive or args.sequential or args.retrieval):
         args.sequential = 5
@@ -116,13 +121,18 @@ def cmd_sfm(args: argparse.Namespace) -> int:
     r = run_sfm(matcher, args.images_dir, pairs, args.out, batch_size=args.batch_size, workers=args.workers,
                 quantize=args.quantize, camera_mode=args.camera_mode, min_matches=args.min_matches,
                 init_min_inliers=args.init_min_inliers, abs_pose_min_inliers=args.abs_pose_min_inliers,
-                progress=not args.no_progress)
+                progress=not args.no_progress, camera=camera, refine_camera=args.refine_camera)
     if r.model_dir is None:
         print(f"no reconstruction: none of the {r.num_images} images could be registered")
         return 1
+    focal = ", ".join(f"{f:.1f}" for f in r.focal_lengths)
+    how = "self-calibrated" if camera is None else ("refined" if args.refine_camera else "given")
     print(f"registered {r.num_registered}/{r.num_images} images, {r.num_points3d} points, mean reprojection error "
           f"{r.mean_reprojection_error:.3f} px, mean track length {r.mean_track_length:.2f} "
-          f"({r.num_models} model(s)); model written to {r.model_dir}")
+          f"({r.num_models} model(s)), focal length {focal} px ({how}); model written to {r.model_dir}")
+    if camera is None:
+        print("note: the focal length was found from the images alone; a forward-moving sequence cannot fix it "
+              "(give --camera when the calibration is known)", file=sys.stderr)
     return 0
 
 
@@ -194,6 +204,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-matches", type=int, default=15, help="fewest verified matches of a pair (default 15)")
     p.add_argument("--init-min-inliers", type=int, default=30, help="fewest inliers of the initial pair")
     p.add_argument("--abs-pose-min-inliers", type=int, default=15, help="fewest inliers to register an image")
+    p.add_argument("--camera", nargs="+", metavar="MODEL PARAMS | FILE",
+                   help="known intrinsics in pixels of the original images, e.g. 'PINHOLE fx,fy,cx,cy' (any COLMAP "
+                        "model), or a file: that line, a 3x3 K, or a COLMAP cameras.txt line")
+    p.add_argument("--refine-camera", action=argparse.BooleanOptionalAction, default=None,
+                   help="refine the --camera intrinsics in bundle adjustment (default: hold them fixed)")
     add_model_args(p, max_size=SFM_MAX_SIZE)
     p.set_defaults(func=cmd_sfm)
 

@@ -2,10 +2,21 @@
 
 Steps of :func:`run_sfm`: ``match_pairs`` → ``matches.h5`` (resumable); the images go into a new COLMAP database
 through ``pycolmap.import_images`` (cameras from EXIF when present, else focal = 1.2 × the longest side; in the
-default camera mode ``auto`` images share a camera when they are one camera's frames, see :func:`camera_groups`); the
+default camera mode ``auto`` images share a camera when they are one camera's frames, see :func:`camera_groups`;
+a known calibration, :class:`~loftr.pipeline.camera.CameraSpec`, replaces the guess and is held fixed or refined); the
 merged per-image keypoints (+0.5: COLMAP puts pixel centres at half-integers) and the index matches of every pair
 are written to it; ``pycolmap.verify_matches`` estimates the two-view geometries (E, F or H by RANSAC, COLMAP's
 options) and ``pycolmap.incremental_mapping`` reconstructs. The largest model is written to ``OUT/sparse/0``.
+
+Self-calibration and COLMAP's "bogus camera" filter: without a known calibration the mapper refines the focal length
+and radial distortion from the first images on. COLMAP drops every image whose camera leaves focal / size in
+[0.1, 10] or |k| <= 1 — a filter meant for per-image EXIF cameras. With one camera shared by a sequence, one
+excursion of the intrinsics while few images constrain them (forward motion leaves them ill-conditioned) drops all
+images of that camera at once and splits the sequence into small models, which BA later would have brought back
+(20 KITTI frames: 3-14/20 registered with COLMAP's limits, 20/20 with wider ones). So the mapper runs with that
+filter widened to :data:`MAPPING_BOGUS_LIMITS`, and the final model's cameras are checked against COLMAP's own
+limits (:attr:`SfMResult.bogus_cameras`). A forward-moving sequence still cannot fix the focal length (the found
+focal length may be off by a large factor): give the calibration (``camera=``, ``--camera``) there.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import numpy as np
 
 from . import PipelineError, require
 from .batch import match_pairs
+from .camera import CameraSpec
 from .h5 import DEFAULT_QUANTIZE, pair_key
 from .pairs import Pair, write_pairs
 
@@ -28,12 +40,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CAMERA_MODES = ("auto", "single", "per_folder", "per_image")
+MAPPING_BOGUS_LIMITS = (1e-3, 1e3, 1e3)
+"""(min focal / size, max focal / size, max |extra parameter|) beyond which the mapper drops an image's camera as
+bogus while mapping; COLMAP's own (0.1, 10, 1) judge the final model (:data:`COLMAP_BOGUS_LIMITS`)."""
+COLMAP_BOGUS_LIMITS = (0.1, 10.0, 1.0)
 
 
 @dataclass(frozen=True)
 class SfMResult:
     """The largest reconstruction: its folder, registered image names, 3-D points, mean reprojection error (px)
-    and mean track length; ``num_images`` images were given and ``num_models`` models came out."""
+    and mean track length; ``num_images`` images were given and ``num_models`` models came out. ``focal_lengths``:
+    the mean focal length (px) of each camera of the model; ``bogus_cameras``: how many of them COLMAP's own limits
+    (:data:`COLMAP_BOGUS_LIMITS`) call bogus."""
 
     model_dir: Path | None
     num_images: int
@@ -42,6 +60,8 @@ class SfMResult:
     mean_reprojection_error: float
     mean_track_length: float
     num_models: int
+    focal_lengths: tuple[float, ...] = ()
+    bogus_cameras: int = 0
 
     @property
     def num_registered(self) -> int:
@@ -83,10 +103,12 @@ def camera_groups(image_dir: str | Path, names: Sequence[str]) -> list[list[str]
 
 
 def create_database(db_path: str | Path, image_dir: str | Path, matches_h5: str | Path, pairs: Sequence[Pair],
-                    *, camera_mode: str = "auto", camera_model: str = "SIMPLE_RADIAL") -> dict[str, int]:
+                    *, camera_mode: str = "auto", camera_model: str = "SIMPLE_RADIAL",
+                    camera: CameraSpec | None = None) -> dict[str, int]:
     """A new COLMAP database with the images of ``pairs``, their merged keypoints and the pairs' matches from a
     final ``match-pairs`` file. ``camera_mode``: ``auto`` (:func:`camera_groups`), ``single`` (one camera),
-    ``per_folder`` or ``per_image`` (COLMAP's). Returns image name → COLMAP image id."""
+    ``per_folder`` or ``per_image`` (COLMAP's). ``camera``: known intrinsics (original pixels) given to every camera
+    instead of COLMAP's guess, marked as a prior focal length. Returns image name → COLMAP image id."""
     pycolmap = _pycolmap()
     import h5py
 
@@ -111,6 +133,9 @@ def create_database(db_path: str | Path, image_dir: str | Path, matches_h5: str 
         missing = [n for n in names if n not in ids]
         if missing:
             raise PipelineError(f"COLMAP could not import {len(missing)} images, e.g. {missing[0]}")
+        if camera is not None:
+            for cam in db.read_all_cameras():
+                db.update_camera(_known_camera(pycolmap, cam.camera_id, camera, cam.width, cam.height))
         with h5py.File(matches_h5, "r") as f:
             for name in names:
                 if name not in f or "keypoints" not in f[name]:
@@ -129,6 +154,18 @@ def create_database(db_path: str | Path, image_dir: str | Path, matches_h5: str 
         db.close()
     log.info("COLMAP database %s: %d images, %d pairs", db_path, len(names), len(pairs))
     return ids
+
+
+def _known_camera(pycolmap, camera_id: int, spec: CameraSpec, width: int, height: int):
+    """A pycolmap camera of ``width`` x ``height`` with the intrinsics of ``spec`` and a prior focal length."""
+    cam = pycolmap.Camera.create_from_model_name(camera_id, spec.model, 1.0, width, height)
+    cam.params = list(spec.for_size(width, height))
+    cx, cy = cam.principal_point_x, cam.principal_point_y
+    if not (0 <= cx <= width and 0 <= cy <= height):
+        raise PipelineError(f"the camera's principal point ({cx - 0.5:g}, {cy - 0.5:g}) lies outside the "
+                            f"{width}x{height} images; give the parameters in pixels of the original images")
+    cam.has_prior_focal_length = True
+    return cam
 
 
 def verify(db_path: str | Path, pairs: Sequence[Pair], pairs_path: str | Path, *, max_error: float = 4.0,
@@ -152,8 +189,12 @@ def verify(db_path: str | Path, pairs: Sequence[Pair], pairs_path: str | Path, *
 
 def reconstruct(db_path: str | Path, image_dir: str | Path, out_dir: str | Path, *, num_images: int,
                 min_matches: int = 15, init_min_inliers: int = 100, abs_pose_min_inliers: int = 30,
-                pixel_scale: float = 1.0, num_threads: int = -1) -> SfMResult:
+                pixel_scale: float = 1.0, num_threads: int = -1, refine_camera: bool = True) -> SfMResult:
     """Incremental mapping; the largest model goes to ``out_dir/N`` (COLMAP's binary format).
+
+    ``refine_camera``: refine the focal length and distortion (COLMAP's default); False holds the database's
+    cameras fixed (a known calibration). Cameras are judged bogus only by :data:`MAPPING_BOGUS_LIMITS` while mapping
+    (see the module doc).
 
     ``pixel_scale`` (original pixels per matching pixel) multiplies COLMAP's pixel thresholds, which assume
     keypoints located to about a pixel of the original image; ``init_min_inliers`` / ``abs_pose_min_inliers``: the
@@ -167,6 +208,12 @@ def reconstruct(db_path: str | Path, image_dir: str | Path, out_dir: str | Path,
     options.num_threads = int(num_threads)
     options.random_seed = 0
     mapper, tri = options.mapper, options.triangulation
+    for opts in (options, mapper):
+        opts.min_focal_length_ratio, opts.max_focal_length_ratio, opts.max_extra_param = MAPPING_BOGUS_LIMITS
+    if not refine_camera:
+        options.ba_refine_focal_length = options.ba_refine_extra_params = False
+        options.ba_refine_principal_point = False
+        mapper.abs_pose_refine_focal_length = mapper.abs_pose_refine_extra_params = False
     mapper.init_min_num_inliers = int(init_min_inliers)
     mapper.abs_pose_min_num_inliers = int(abs_pose_min_inliers)
     for opts, field in ((mapper, "init_max_error"), (mapper, "abs_pose_max_error"), (mapper, "filter_max_reproj_error"),
@@ -180,11 +227,16 @@ def reconstruct(db_path: str | Path, image_dir: str | Path, out_dir: str | Path,
     model_dir = out_dir / str(best_id)
     rec.write(model_dir)
     registered = tuple(sorted(rec.images[i].name for i in rec.reg_image_ids()))
+    cameras = [rec.cameras[k] for k in sorted(rec.cameras)]
+    bogus = sum(bool(c.has_bogus_params(*COLMAP_BOGUS_LIMITS)) for c in cameras)
     result = SfMResult(model_dir, num_images, registered, int(rec.num_points3D()),
                        float(rec.compute_mean_reprojection_error()), float(rec.compute_mean_track_length()),
-                       len(models))
+                       len(models), tuple(float(c.mean_focal_length()) for c in cameras), bogus)
     log.info("reconstruction: %d/%d images registered, %d points, mean reprojection error %.3f px",
              result.num_registered, num_images, result.num_points3d, result.mean_reprojection_error)
+    if bogus:
+        log.warning("%d camera(s) of the model have implausible intrinsics (COLMAP's limits): give the calibration",
+                    bogus)
     return result
 
 
@@ -201,7 +253,8 @@ def pixel_scale_of(matches_h5: str | Path) -> float:
 def run_sfm(matcher: "Matcher", image_dir: str | Path, pairs: Sequence[Pair], out_dir: str | Path, *,
             batch_size: int = 4, workers: int = 0, quantize: float = DEFAULT_QUANTIZE, camera_mode: str = "auto",
             min_matches: int = 15, init_min_inliers: int = 30, abs_pose_min_inliers: int = 15,
-            num_threads: int = -1, progress: bool = False) -> SfMResult:
+            num_threads: int = -1, progress: bool = False, camera: CameraSpec | None = None,
+            refine_camera: bool | None = None) -> SfMResult:
     """Match into ``out_dir/matches.h5`` (:func:`~loftr.pipeline.batch.match_pairs`, resumable), then
     :func:`sfm_from_matches` into ``out_dir`` (database.db, pairs.txt, sparse/)."""
     out_dir = Path(out_dir)
@@ -211,15 +264,18 @@ def run_sfm(matcher: "Matcher", image_dir: str | Path, pairs: Sequence[Pair], ou
                 progress=progress)
     return sfm_from_matches(matches, image_dir, pairs, out_dir, camera_mode=camera_mode, min_matches=min_matches,
                             init_min_inliers=init_min_inliers, abs_pose_min_inliers=abs_pose_min_inliers,
-                            num_threads=num_threads)
+                            num_threads=num_threads, camera=camera, refine_camera=refine_camera)
 
 
 def sfm_from_matches(matches: str | Path, image_dir: str | Path, pairs: Sequence[Pair], out_dir: str | Path, *,
                      camera_mode: str = "auto", min_matches: int = 15, init_min_inliers: int = 30,
-                     abs_pose_min_inliers: int = 15, num_threads: int = -1) -> SfMResult:
+                     abs_pose_min_inliers: int = 15, num_threads: int = -1, camera: CameraSpec | None = None,
+                     refine_camera: bool | None = None) -> SfMResult:
     """Database, verification and reconstruction into ``out_dir`` from a final ``match-pairs`` file of ``pairs``.
     COLMAP's pixel thresholds (4 px) become 2 network-input pixels when images are shrunk more than 2x for
-    matching; the inlier minimums default lower than COLMAP's, for LoFTR's sparser matches at small sizes."""
+    matching; the inlier minimums default lower than COLMAP's, for LoFTR's sparser matches at small sizes.
+    ``camera``: a known calibration in original pixels, held fixed unless ``refine_camera`` (default: refine only
+    a guessed camera)."""
     pycolmap = _pycolmap()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -229,7 +285,7 @@ def sfm_from_matches(matches: str | Path, image_dir: str | Path, pairs: Sequence
     if not log.isEnabledFor(logging.INFO):  # COLMAP's own log only when ours is verbose
         pycolmap.logging.minloglevel = 2
     try:
-        create_database(db, image_dir, matches, pairs, camera_mode=camera_mode)
+        create_database(db, image_dir, matches, pairs, camera_mode=camera_mode, camera=camera)
         verified = verify(db, pairs, out_dir / "pairs.txt", max_error=4.0 * factor, min_inliers=min_matches)
         log.info("%d of %d pairs passed geometric verification", verified, len(pairs))
         if verified == 0:
@@ -237,10 +293,11 @@ def sfm_from_matches(matches: str | Path, image_dir: str | Path, pairs: Sequence
         n_images = len({n for p in pairs for n in p})
         return reconstruct(db, image_dir, out_dir / "sparse", num_images=n_images, min_matches=min_matches,
                            init_min_inliers=init_min_inliers, abs_pose_min_inliers=abs_pose_min_inliers,
-                           pixel_scale=factor, num_threads=num_threads)
+                           pixel_scale=factor, num_threads=num_threads,
+                           refine_camera=camera is None if refine_camera is None else refine_camera)
     finally:
         pycolmap.logging.minloglevel = level
 
 
 __all__ = ["SfMResult", "create_database", "verify", "reconstruct", "run_sfm", "sfm_from_matches", "pixel_scale_of",
-           "camera_groups", "CAMERA_MODES"]
+           "camera_groups", "CAMERA_MODES", "MAPPING_BOGUS_LIMITS", "COLMAP_BOGUS_LIMITS"]
