@@ -4,7 +4,8 @@ Data: the 20 consecutive KITTI street frames (1241x376) of ../shared/data/photos
 the script says so and exits 0. Both pipelines get the same frames in a fresh folder:
 
 - loftr: ``loftr sfm DIR --out OUT`` and nothing else (default pairs, matching size, keypoint merge, cameras and
-  mapper options), in a subprocess of this interpreter, timed end to end (matching included);
+  mapper options), in a subprocess of this interpreter, timed end to end (matching included); ``--loftr-args``
+  adds options to it (e.g. ``"--max-std 0"``: without the bundled weights' fine match filter);
 - SIFT: pycolmap's defaults: ``extract_features`` (camera mode AUTO), ``match_exhaustive``, ``verify`` inside it,
   ``incremental_mapping``; and the same with one shared camera (``CameraMode.SINGLE``), as `loftr sfm` shares one
   for a sequence.
@@ -15,19 +16,21 @@ markdown table (``--json FILE`` also writes the numbers). A quality bar, not a t
 loftr registers at least 18 of 20 frames in one model with a mean reprojection error under 1.5 px.
 
 With ``--scene DIR`` (a scene of ``../shared/data/posed``: ``images/`` and ``cameras.json``, e.g. castle-P19 with
-Strecha's ground-truth cameras) the same two pipelines run on that scene's images and are also scored against the
-true cameras: the relative pose of every pair of images (max of the rotation and translation-direction angles, a
-pair with an unregistered image counting as failed) summarised as pose AUC@5/10/20 degrees, and the error of the
-focal length found against the true one.
+Strecha's ground-truth cameras, or fox) the same two pipelines run on that scene's images and are also scored
+against the true cameras: the relative pose of every pair of images (max of the rotation and translation-direction
+angles, a pair with an unregistered image counting as failed) summarised as pose AUC@5/10/20 degrees, and the error
+of the focal length found against the true one. ``--true-camera`` adds a loftr row given the scene's true
+intrinsics (``--camera PINHOLE``, their mean over the images, held fixed).
 
-    python benchmarks/bench_sfm.py [--device cpu|cuda] [--check] [--json out.json]
-    python benchmarks/bench_sfm.py --scene ../shared/data/posed/castle-P19
+    python benchmarks/bench_sfm.py [--device cpu|cuda] [--check] [--json out.json] [--loftr-args "--max-std 0"]
+    python benchmarks/bench_sfm.py --scene ../shared/data/posed/castle-P19 [--true-camera]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -125,14 +128,14 @@ def largest(sparse: Path) -> tuple[Path | None, int]:
     return max(dirs, key=lambda d: pycolmap.Reconstruction(d).num_reg_images()), len(dirs)
 
 
-def run_loftr(images: Path, out: Path, device: str) -> dict:
-    cmd = [sys.executable, "-m", "loftr.cli", "sfm", str(images), "--out", str(out), "--no-progress"]
+def run_loftr(images: Path, out: Path, device: str, extra: list[str] = ()) -> dict:
+    cmd = [sys.executable, "-m", "loftr.cli", "sfm", str(images), "--out", str(out), "--no-progress", *extra]
     if device != "cpu":
         cmd += ["--device", device]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - t
-    print(f"$ loftr sfm {images} --out {out}" + (f" --device {device}" if device != "cpu" else ""), file=sys.stderr)
+    print("$ loftr " + shlex.join(cmd[3:]), file=sys.stderr)
     print((proc.stdout + proc.stderr).strip()[-2000:], file=sys.stderr)
     model, count = largest(out / "sparse")
     return summary(model, count, seconds, len(list(images.iterdir())))
@@ -178,7 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     ap.add_argument("--scene", type=Path, help="a posed scene (images/, cameras.json) instead of the KITTI frames: "
                                                "also scores the cameras found against the true ones")
+    ap.add_argument("--loftr-args", default="", help="more options of `loftr sfm`, e.g. \"--max-std 0\"")
+    ap.add_argument("--true-camera", action="store_true", help="with --scene: also loftr given the true intrinsics")
     args = ap.parse_args(argv)
+    args.extra = shlex.split(args.loftr_args)
+    args.label = "loftr sfm (defaults" + (f", {args.loftr_args}" if args.extra else "") + ")"
     if args.scene is not None:
         return posed_scene(args)
     src = frames(args.photos) if args.photos.is_dir() else []
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench_sfm_") as tmp:
         images = copy_frames(src, Path(tmp) / "images")
-        rows["loftr sfm (defaults)"] = run_loftr(images, Path(tmp) / "loftr", args.device)
+        rows[args.label] = run_loftr(images, Path(tmp) / "loftr", args.device, args.extra)
         if not args.no_sift:
             rows["pycolmap SIFT (defaults, exhaustive)"] = run_sift(images, Path(tmp) / "sift", False)
             rows["pycolmap SIFT (one shared camera)"] = run_sift(images, Path(tmp) / "sift1", True)
@@ -198,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     if args.check:
-        r = rows["loftr sfm (defaults)"]
+        r = rows[args.label]
         ok = r["registered"] >= 18 and r["reproj_px"] < 1.5
         print(f"check: {'pass' if ok else 'FAIL'} (need >= 18/20 registered, mean reprojection error < 1.5 px)")
         return 0 if ok else 1
@@ -218,8 +225,14 @@ def posed_scene(args: argparse.Namespace) -> int:
     cameras = read_cameras(args.scene)
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench_sfm_") as tmp:
-        rows["loftr sfm (defaults)"] = run_loftr(images, Path(tmp) / "loftr", args.device)
-        rows["loftr sfm (defaults)"].update(pose_accuracy(largest(Path(tmp) / "loftr" / "sparse")[0], cameras))
+        rows[args.label] = run_loftr(images, Path(tmp) / "loftr", args.device, args.extra)
+        rows[args.label].update(pose_accuracy(largest(Path(tmp) / "loftr" / "sparse")[0], cameras))
+        if args.true_camera:
+            K = np.mean([k for k, _ in cameras.values()], axis=0)
+            known = ["--camera", "PINHOLE", f"{K[0, 0]:.3f},{K[1, 1]:.3f},{K[0, 2]:.3f},{K[1, 2]:.3f}"]
+            label = args.label[:-1] + ", --camera true K held fixed)"
+            rows[label] = run_loftr(images, Path(tmp) / "loftr_k", args.device, args.extra + known)
+            rows[label].update(pose_accuracy(largest(Path(tmp) / "loftr_k" / "sparse")[0], cameras))
         if not args.no_sift:
             for name, single in (("pycolmap SIFT (defaults, exhaustive)", False),
                                  ("pycolmap SIFT (one shared camera)", True)):

@@ -12,7 +12,9 @@ from . import PipelineError
 SFM_MAX_SIZE = 640
 """Default longest side of the many-image commands (pairs, match-pairs, sfm): 640, not the two-image default of
 1024 (:data:`loftr.io.DEFAULT_MAX_SIZE`). Measured with ``benchmarks/bench_sfm.py`` (20 KITTI frames, 1241×376,
-bundled weights): ``loftr sfm`` registers 20/20 frames at 640 but 4/20 at 1024 (2/20 with ``--quantize 2``)."""
+bundled weights of 2026-11-30): ``loftr sfm`` registered 20/20 frames at 640 but 4/20 at 1024 (2/20 with
+``--quantize 2``), measured before the mapper's bogus-camera filter was widened (:mod:`.colmap`), which may have
+been what failed at 1024."""
 
 
 def _add_pair_source(p: argparse.ArgumentParser, required: bool = True) -> None:
