@@ -20,7 +20,7 @@ pycolmap = pytest.importorskip("pycolmap")
 
 from loftr.cli import main  # noqa: E402
 from loftr.pipeline.camera import make_camera  # noqa: E402
-from loftr.pipeline.colmap import camera_groups, create_database, sfm_from_matches  # noqa: E402
+from loftr.pipeline.colmap import _shares_cameras, camera_groups, create_database, sfm_from_matches  # noqa: E402
 from loftr.pipeline.h5 import DEFAULT_QUANTIZE, PairResult, read_matches, write_final  # noqa: E402
 from loftr.pipeline.pairs import sequential_pairs  # noqa: E402
 
@@ -127,6 +127,7 @@ def test_database_holds_the_merged_keypoints_and_matches_of_the_file(rendered, t
     matches = write_final(tmp_path / "m.h5", loftr_like_matches(rects, views, pairs), "{}", DEFAULT_QUANTIZE)
     for mode, cameras in (("auto", 1), ("per_image", 3)):
         ids = create_database(tmp_path / f"{mode}.db", folder, matches, pairs, camera_mode=mode)
+        assert _shares_cameras(tmp_path / f"{mode}.db") == (cameras == 1)  # which bogus-camera limits map it
         db = pycolmap.Database.open(tmp_path / f"{mode}.db")
         try:
             assert db.num_images() == 3 and db.num_cameras() == cameras

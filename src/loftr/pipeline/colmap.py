@@ -14,7 +14,8 @@ and radial distortion from the first images on. COLMAP drops every image whose c
 excursion of the intrinsics while few images constrain them (forward motion leaves them ill-conditioned) drops all
 images of that camera at once and splits the sequence into small models, which BA later would have brought back
 (20 KITTI frames: 3-14/20 registered with COLMAP's limits, 20/20 with wider ones). So the mapper runs with that
-filter widened to :data:`MAPPING_BOGUS_LIMITS`, and the final model's cameras are checked against COLMAP's own
+filter widened to :data:`MAPPING_BOGUS_LIMITS` where a camera is shared (per-image cameras keep COLMAP's filter),
+and the final model's cameras are checked against COLMAP's own
 limits (:attr:`SfMResult.bogus_cameras`). A forward-moving sequence still cannot fix the focal length (the found
 focal length may be off by a large factor): give the calibration (``camera=``, ``--camera``) there.
 """
@@ -189,12 +190,13 @@ def verify(db_path: str | Path, pairs: Sequence[Pair], pairs_path: str | Path, *
 
 def reconstruct(db_path: str | Path, image_dir: str | Path, out_dir: str | Path, *, num_images: int,
                 min_matches: int = 15, init_min_inliers: int = 100, abs_pose_min_inliers: int = 30,
-                pixel_scale: float = 1.0, num_threads: int = -1, refine_camera: bool = True) -> SfMResult:
+                pixel_scale: float = 1.0, num_threads: int = -1, refine_camera: bool = True,
+                bogus_limits: tuple[float, float, float] = MAPPING_BOGUS_LIMITS) -> SfMResult:
     """Incremental mapping; the largest model goes to ``out_dir/N`` (COLMAP's binary format).
 
     ``refine_camera``: refine the focal length and distortion (COLMAP's default); False holds the database's
-    cameras fixed (a known calibration). Cameras are judged bogus only by :data:`MAPPING_BOGUS_LIMITS` while mapping
-    (see the module doc).
+    cameras fixed (a known calibration). ``bogus_limits``: (min focal / size, max focal / size, max |extra|) past
+    which the mapper drops a camera's images (see the module doc).
 
     ``pixel_scale`` (original pixels per matching pixel) multiplies COLMAP's pixel thresholds, which assume
     keypoints located to about a pixel of the original image; ``init_min_inliers`` / ``abs_pose_min_inliers``: the
@@ -209,7 +211,7 @@ def reconstruct(db_path: str | Path, image_dir: str | Path, out_dir: str | Path,
     options.random_seed = 0
     mapper, tri = options.mapper, options.triangulation
     for opts in (options, mapper):
-        opts.min_focal_length_ratio, opts.max_focal_length_ratio, opts.max_extra_param = MAPPING_BOGUS_LIMITS
+        opts.min_focal_length_ratio, opts.max_focal_length_ratio, opts.max_extra_param = bogus_limits
     if not refine_camera:
         options.ba_refine_focal_length = options.ba_refine_extra_params = False
         options.ba_refine_principal_point = False
@@ -248,6 +250,15 @@ def pixel_scale_of(matches_h5: str | Path) -> float:
     for r in read_raw(matches_h5).values():
         scales[r.name0], scales[r.name1] = r.scale0, r.scale1
     return float(np.median([1.0 / np.mean(s) for s in scales.values()])) if scales else 1.0
+
+
+def _shares_cameras(db_path: Path) -> bool:
+    """True when some camera of the database holds several images."""
+    db = _pycolmap().Database.open(db_path)
+    try:
+        return db.num_cameras() < db.num_images()
+    finally:
+        db.close()
 
 
 def run_sfm(matcher: "Matcher", image_dir: str | Path, pairs: Sequence[Pair], out_dir: str | Path, *,
@@ -291,10 +302,12 @@ def sfm_from_matches(matches: str | Path, image_dir: str | Path, pairs: Sequence
         if verified == 0:
             raise PipelineError("no pair passed geometric verification: nothing to reconstruct")
         n_images = len({n for p in pairs for n in p})
+        limits = MAPPING_BOGUS_LIMITS if _shares_cameras(db) else COLMAP_BOGUS_LIMITS
         return reconstruct(db, image_dir, out_dir / "sparse", num_images=n_images, min_matches=min_matches,
                            init_min_inliers=init_min_inliers, abs_pose_min_inliers=abs_pose_min_inliers,
                            pixel_scale=factor, num_threads=num_threads,
-                           refine_camera=camera is None if refine_camera is None else refine_camera)
+                           refine_camera=camera is None if refine_camera is None else refine_camera,
+                           bogus_limits=limits)
     finally:
         pycolmap.logging.minloglevel = level
 
