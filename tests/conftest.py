@@ -54,12 +54,13 @@ TUM0 = "deep-image-m__src_deep_image_matching_thirdparty_ALIKED_assets_tum_13118
 TUM1 = "deep-image-m__src_deep_image_matching_thirdparty_ALIKED_assets_tum_1311868169.263274.png"
 
 
-def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+def randomize(model: torch.nn.Module, seed: int = 0, calib: torch.Tensor | None = None) -> torch.nn.Module:
     """Random weights with random BatchNorm statistics and affines, in eval mode.
 
     Default initialisation gives every token nearly the same feature (a large common mean), which leaves a handful
     of mutual nearest neighbours; so the BatchNorm statistics are first measured on a real photo (a single
     train-mode pass), then perturbed at random, and the BatchNorm/LayerNorm affines are drawn at random.
+    ``calib`` (1, 1, H, W) replaces that photo (a test that must run without ../shared).
     """
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -68,7 +69,7 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             if p.dim() > 1:
                 torch.nn.init.kaiming_normal_(p) if isinstance(m, torch.nn.Conv2d) else torch.nn.init.xavier_uniform_(p)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    calib = load_grey(photo("RoMa__assets_toronto_A.jpg"), (320, 240))
+    calib = load_grey(photo("RoMa__assets_toronto_A.jpg"), (320, 240)) if calib is None else calib
     for m in bns:
         m.momentum = None
         m.reset_running_stats()

@@ -157,3 +157,57 @@ def test_linear_attention_normaliser_stays_in_half_precision_range_with_many_tok
         assert torch.isfinite(got).all()
         assert float((got.double() - want).abs().max() / want.abs().max()) < 5e-3
     assert torch.allclose(linear_attention(q, k, v), want.float(), atol=1e-5, rtol=1e-4)
+
+
+def _official_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_mask: torch.Tensor,
+                               kv_mask: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The official LoFTR's linear attention, operation for operation; its three-operand einsum
+    ``(Q, KV, Z) -> nlhv`` is written as torch evaluates it (left to right, without opt_einsum)."""
+    Q, K = F.elu(q) + 1, F.elu(k) + 1
+    Q = Q * q_mask[:, :, None, None]
+    K, v = K * kv_mask[:, :, None, None], v * kv_mask[:, :, None, None]
+    s = v.size(1)
+    v = v / s
+    KV = torch.einsum("nshd,nshv->nhdv", K, v)
+    Z = 1 / (torch.einsum("nlhd,nhd->nlh", Q, K.sum(dim=1)) + eps)
+    return torch.einsum("nlhd,nhdv->nlhv", Q, KV) * Z[..., None] * s
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("s", [25, 4800])  # a fine window, a 640x480 coarse map
+def test_linear_attention_is_the_official_computation_in_full_precision(dtype: torch.dtype, s: int) -> None:
+    """The reference path's attention gives the official code's floats exactly (a rearranged normaliser, even if
+    equal in exact arithmetic, moves every output by a rounding step and the end-to-end keypoints with it)."""
+    from loftr.model.transformer import linear_attention
+
+    g = torch.Generator().manual_seed(s)
+    q, k, v = (torch.randn(2, s, 8, 32, generator=g, dtype=dtype) for _ in range(3))
+    q_mask, kv_mask = torch.ones(2, s), torch.ones(2, s)
+    q_mask[1, s // 2:], kv_mask[1, s // 3:] = 0, 0
+    want = _official_linear_attention(q, k, v, q_mask.to(dtype), kv_mask.to(dtype))
+    assert torch.equal(linear_attention(q, k, v, q_mask.to(dtype), kv_mask.to(dtype)), want)
+    want = _official_linear_attention(q, k, v, torch.ones(2, s, dtype=dtype), torch.ones(2, s, dtype=dtype))
+    assert torch.equal(linear_attention(q, k, v), want)
+
+
+def test_linear_attention_under_float16_autocast_with_many_tokens() -> None:
+    """Float32 tensors under float16 autocast (the CUDA recipe, here on the CPU): the attention products run in
+    float16, where the official sum of the keys overflows at 6000 tokens; the three linear attentions (reference,
+    in place, merged into the projection) switch to the rescaled normaliser there."""
+    from loftr.model.transformer import EncoderLayer, linear_attention, linear_attention_
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 6000, 2, 16) * 2 for _ in range(3))
+    want = linear_attention(q.double(), k.double(), v.double())
+    layer = EncoderLayer(32, 2).eval()
+    x = torch.randn(1, 6000, 32) * 2
+    with torch.no_grad():
+        layer_want = layer.double()(x.double(), x.double())
+    layer.float().fast = True
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+        for fn in (linear_attention, linear_attention_):
+            got = fn(q.clone(), k.clone(), v.clone())
+            assert got.dtype == torch.float16
+            assert float((got.double() - want).abs().max() / want.abs().max()) < 5e-3
+        got = layer(x, x)  # the merged path (one image, no masks)
+    assert float((got.double() - layer_want).abs().max() / layer_want.abs().max()) < 5e-3

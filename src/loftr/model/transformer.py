@@ -21,6 +21,14 @@ def elu_feature_map_(x: torch.Tensor) -> torch.Tensor:
     return F.elu(x, inplace=True).add_(1)
 
 
+def half_precision(x: torch.Tensor) -> bool:
+    """True when attention products on ``x`` run in float16/bfloat16: a half tensor, or autocast to one on its device."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return True
+    device = x.device.type
+    return torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) in (torch.float16, torch.bfloat16)
+
+
 def linear_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -32,9 +40,10 @@ def linear_attention(
     """Linear attention (Katharopoulos et al. 2020) with the elu+1 kernel.
 
     q (N, L, H, D), k/v (N, S, H, D), masks (N, L)/(N, S) with 1 = valid → (N, L, H, D).
-    Values are divided by S before the sums, as the reference does against fp16 overflow; the normaliser uses the mean
-    of the keys over S for the same reason (their sum overflows fp16 at a few thousand tokens), which is the
-    reference's ``1 / (Q . sum K + eps) * S`` rearranged.
+    Values are divided by S before the sums, as the reference does against fp16 overflow. In float32/float64 the
+    normaliser is the reference's own, ``(Q KV) / (Q . sum K + eps) * S`` in that order (the same floats as the
+    official code); in half precision (half tensors or autocast) the sum of the keys over S overflows float16 at a
+    few thousand tokens, so there it is ``(Q KV) / (Q . mean K + eps / S)``, the same quantity rearranged.
     """
     Q, K = elu_feature_map(q), elu_feature_map(k)
     if q_mask is not None:
@@ -45,8 +54,11 @@ def linear_attention(
     s = v.shape[1]
     v = v / s
     kv = torch.einsum("nshd,nshv->nhdv", K, v)
-    z = 1.0 / (torch.einsum("nlhd,nhd->nlh", Q, K.sum(dim=1) / s) + eps / s)
-    return (torch.einsum("nlhd,nhdv->nlhv", Q, kv) * z[..., None]).contiguous()
+    if half_precision(Q):
+        z = 1.0 / (torch.einsum("nlhd,nhd->nlh", Q, K.sum(dim=1) / s) + eps / s)
+        return (torch.einsum("nlhd,nhdv->nlhv", Q, kv) * z[..., None]).contiguous()
+    z = 1.0 / (torch.einsum("nlhd,nhd->nlh", Q, K.sum(dim=1)) + eps)
+    return (torch.einsum("nlhd,nhdv->nlhv", Q, kv) * z[..., None] * s).contiguous()
 
 
 def linear_attention_(
@@ -66,8 +78,11 @@ def linear_attention_(
         v.mul_(kv_mask[:, :, None, None])
     s = v.shape[1]
     kv = torch.einsum("nshd,nshv->nhdv", K, v.div_(s))
-    z = torch.einsum("nlhd,nhd->nlh", Q, K.sum(dim=1).div_(s)).add_(eps / s).reciprocal_()
-    return torch.einsum("nlhd,nhdv->nlhv", Q, kv).mul_(z[..., None])
+    if half_precision(Q):
+        z = torch.einsum("nlhd,nhd->nlh", Q, K.sum(dim=1).div_(s)).add_(eps / s).reciprocal_()
+        return torch.einsum("nlhd,nhdv->nlhv", Q, kv).mul_(z[..., None])
+    z = torch.einsum("nlhd,nhd->nlh", Q, K.sum(dim=1)).add_(eps).reciprocal_()
+    return torch.einsum("nlhd,nhdv->nlhv", Q, kv).mul_(z[..., None]).mul_(s)
 
 
 def full_attention(
@@ -152,15 +167,19 @@ class EncoderLayer(nn.Module):
         batch at a time, so for small batches only)."""
         Q, K = elu_feature_map_(q), elu_feature_map_(k)
         n, l, h, d = Q.shape
-        s = v.shape[1]
+        s, half = v.shape[1], half_precision(Q)
         v = v.div_(s)  # as the reference, against half-precision overflow of the sums over S
         merge = self.merge.weight.t().reshape(h, d, -1)  # (H, D, C): the rows of W_merge^T that each head feeds
         out = Q.new_empty((n, l, merge.shape[2]))
         for b in range(n):
             kv = torch.bmm(K[b].permute(1, 2, 0), v[b].permute(1, 0, 2))  # (H, D, D), summed over S
             queries = Q[b].reshape(l, h * d)
-            z = queries @ torch.block_diag(*K[b].mean(0)[:, :, None])  # (L, H): each head's Q . mean_s K in one GEMM
-            Q[b].mul_(z.add_(eps / s).reciprocal_()[:, :, None])
+            if half:  # (L, H): each head's Q . mean_s K in one GEMM (the sum overflows float16)
+                z = queries @ torch.block_diag(*K[b].mean(0)[:, :, None])
+                Q[b].mul_(z.add_(eps / s).reciprocal_()[:, :, None])
+            else:  # the reference's normaliser, (Q . sum_s K + eps)^-1 * S
+                z = queries @ torch.block_diag(*K[b].sum(0)[:, :, None])
+                Q[b].mul_(z.add_(eps).reciprocal_().mul_(s)[:, :, None])
             torch.mm(queries, torch.bmm(kv, merge).view(h * d, -1), out=out[b])
         return out
 
