@@ -9,15 +9,15 @@ are written to it; ``pycolmap.verify_matches`` estimates the two-view geometries
 options) and ``pycolmap.incremental_mapping`` reconstructs. The largest model is written to ``OUT/sparse/0``.
 
 Self-calibration and COLMAP's "bogus camera" filter: without a known calibration the mapper refines the focal length
-and radial distortion from the first images on. COLMAP drops every image whose camera leaves focal / size in
-[0.1, 10] or |k| <= 1 — a filter meant for per-image EXIF cameras. With one camera shared by a sequence, one
-excursion of the intrinsics while few images constrain them (forward motion leaves them ill-conditioned) drops all
-images of that camera at once and splits the sequence into small models, which BA later would have brought back
-(20 KITTI frames: 3-14/20 registered with COLMAP's limits, 20/20 with wider ones). So the mapper runs with that
-filter widened to :data:`MAPPING_BOGUS_LIMITS` where a camera is shared (per-image cameras keep COLMAP's filter),
-and the final model's cameras are checked against COLMAP's own
-limits (:attr:`SfMResult.bogus_cameras`). A forward-moving sequence still cannot fix the focal length (the found
-focal length may be off by a large factor): give the calibration (``camera=``, ``--camera``) there.
+and radial distortion from the first images on. COLMAP drops every image whose camera has a focal length outside
+[0.1, 10] x its size or a distortion |k| > 1 — a filter meant for per-image EXIF cameras. With one camera shared by
+a sequence, one excursion of the intrinsics while few images constrain them (forward motion leaves them
+ill-conditioned) drops all images of that camera at once and splits the sequence into small models, which BA
+later would have brought back (20 KITTI frames: 3-14/20 registered with COLMAP's limits, 20/20 with wider ones).
+So the mapper runs with that filter widened to :data:`MAPPING_BOGUS_LIMITS` where a camera is shared (per-image
+cameras keep COLMAP's filter), and the final model's cameras are checked against COLMAP's own limits
+(:attr:`SfMResult.bogus_cameras`). A forward-moving sequence still cannot fix the focal length (the one found may be
+off by a large factor): give the calibration there (``camera=``, ``--camera``).
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ def reconstruct(db_path: str | Path, image_dir: str | Path, out_dir: str | Path,
     model_dir = out_dir / str(best_id)
     rec.write(model_dir)
     registered = tuple(sorted(rec.images[i].name for i in rec.reg_image_ids()))
-    cameras = [rec.cameras[k] for k in sorted(rec.cameras)]
+    cameras = [rec.cameras[k] for k in sorted({rec.images[i].camera_id for i in rec.reg_image_ids()})]
     bogus = sum(bool(c.has_bogus_params(*COLMAP_BOGUS_LIMITS)) for c in cameras)
     result = SfMResult(model_dir, num_images, registered, int(rec.num_points3D()),
                        float(rec.compute_mean_reprojection_error()), float(rec.compute_mean_track_length()),
