@@ -354,3 +354,43 @@ def _recording(init, calls: list):
         calls.append(1)
         return init(self, *args, **kwargs)
     return wrapped
+
+
+def _inputs_with_ties_and_masks() -> tuple[torch.Tensor, ...]:
+    f0, f1 = _features(2, 48, 48, seed=5)
+    m0, m1 = torch.ones(2, 48, dtype=torch.bool), torch.ones(2, 48, dtype=torch.bool)
+    m0[1, 40:], m1[0, 30:] = False, False
+    return f0, f1, m0, m1
+
+
+@pytest.mark.parametrize("rows", [1, 7, 48])
+@pytest.mark.parametrize("masked", [False, True])
+def test_argmax_form_mutual_check_equals_reference(rows: int, masked: bool) -> None:
+    """dense_mutual: the row picks of the confidence, its mutual nearest neighbours and their confidences."""
+    from loftr.model.mutual import dense_mutual
+
+    f0, f1, m0, m1 = _inputs_with_ties_and_masks()
+    if not masked:
+        m0 = m1 = None
+    conf = _reference_confidence(f0, f1, 0.1, m0, m1)
+    j_all, mutual, got = dense_mutual(f0, f1, 0.1, m0, m1, rows=rows)
+    valid = torch.ones(2, 48, dtype=torch.bool) if m0 is None else m0
+    assert torch.equal(j_all[valid], conf.argmax(2)[valid])
+    want = (conf.argmax(1).gather(1, conf.argmax(2)) == torch.arange(48)) & valid
+    assert torch.equal(mutual & valid, want) and want.sum() > 10
+    torch.testing.assert_close(got[want], conf.amax(2)[want], atol=1e-6, rtol=1e-6)
+
+
+def test_fast_copy_of_the_bundled_model_gives_the_reference_matches_on_motorcycle() -> None:
+    """The fast path (argmax-form mutual check, fused layers, lazy fine map) against the plain module, bundled
+    weights, a real 640x480 pair (scikit-image's Motorcycle, no ../shared needed): the same cell pairs."""
+    from loftr.eval.stereo import motorcycle
+
+    model = LoFTR("tiny_ds", weights="tiny_ds")
+    pair = motorcycle()
+    img0, img1 = load_grey(pair.left, (640, 480)), load_grey(pair.right, (640, 480))
+    with torch.inference_mode():
+        ref = model.run(img0, img1, thr=0.0, max_std=0)
+        got = optimize_for_inference(model).run(img0, img1, thr=0.0, max_std=0)
+    assert got.conf_matrix is None and len(ref.matches) > 1000
+    _same_matches(ref, got, kp_tol=1e-3, conf_tol=1e-4)

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..config import CoarseMatchingConfig
 from .blockwise import blockwise_maxima, compute_dtype, dense_maxima
+from .mutual import dense_mutual
 
 INF = 1e9
 DENSE_LIMIT = 1 << 26  # inference confidences above 64M values (256 MB in float32) are computed blockwise
@@ -108,14 +109,23 @@ def select_from_maxima(row_max: torch.Tensor, j_all: torch.Tensor, col_max: torc
     return CoarseMatches(b_ids, i_ids, j_all[b_ids, i_ids], row_max[b_ids, i_ids])
 
 
+def select_mutual(j_all: torch.Tensor, mutual: torch.Tensor, conf: torch.Tensor, thr: float, valid0: torch.Tensor,
+                  valid1: torch.Tensor) -> CoarseMatches:
+    """:func:`select_matches` from :func:`~.mutual.dense_mutual`'s row picks ``j_all``, their mutuality and their
+    confidence (all (N, L)): cell i and j_all[i] match when mutual, confident above ``thr`` and both valid."""
+    keep = mutual & (conf > thr) & valid0 & torch.gather(valid1, 1, j_all)
+    b_ids, i_ids = torch.where(keep)
+    return CoarseMatches(b_ids, i_ids, j_all[b_ids, i_ids], conf[b_ids, i_ids])
+
+
 class CoarseMatching(nn.Module):
     """Confidence matrix of two transformed coarse feature sets, and its coarse matches.
 
     Inference (eval mode, autograd off) with dual-softmax switches by itself to :mod:`.blockwise` when the
     confidence would hold more than ``dense_limit`` values: the same matches, no (N, L, S) matrix (and no
     ``conf_matrix`` in the output). ``fast`` (set by :func:`~loftr.model.optimize.optimize_for_inference`) also runs
-    the smaller problems without a confidence matrix: one similarity GEMM reduced row block by row block
-    (:func:`~.blockwise.dense_maxima`), so ``conf_matrix`` is None there too. Optimal transport (sinkhorn) always
+    the smaller problems without a confidence matrix: one similarity GEMM reduced row block by row block, with the
+    mutual check in argmax form (:func:`~.mutual.dense_mutual`), so ``conf_matrix`` is None there too. Optimal transport (sinkhorn) always
     stays dense: its Sinkhorn iterations alternate full row and column normalisations of the whole coupling matrix.
     """
 
@@ -204,7 +214,10 @@ class CoarseMatching(nn.Module):
         n, l, s = feat0.shape[0], feat0.shape[1], feat1.shape[1]
         inference = not self.training and not torch.is_grad_enabled() and self.config.match_type == "dual_softmax"
         blockwise = inference and n * l * s > self.dense_limit
-        if blockwise or (inference and self.fast):
+        mutual = None
+        if inference and self.fast and not blockwise:  # argmax form of the mutual check (see .mutual)
+            conf, assign, maxima, mutual = None, None, None, self._inference_mutual(feat0, feat1, flat0, flat1)
+        elif blockwise or (inference and self.fast):
             conf, assign, maxima = None, None, self._inference_maxima(feat0, feat1, flat0, flat1, blockwise)
         else:
             conf, assign = self._confidence(feat0, feat1, flat0, flat1)
@@ -214,7 +227,9 @@ class CoarseMatching(nn.Module):
         with torch.no_grad():
             valid0 = valid_cells(hw0, border, mask0, n, feat0.device)
             valid1 = valid_cells(hw1, border, mask1, n, feat0.device)
-            if maxima is None:
+            if mutual is not None:
+                matches = select_mutual(*mutual, thr, valid0, valid1)
+            elif maxima is None:
                 matches = select_matches(conf.detach(), thr, valid0, valid1)
             else:
                 matches = select_from_maxima(*maxima, thr, valid0, valid1)
@@ -233,3 +248,10 @@ class CoarseMatching(nn.Module):
             if blockwise:
                 return blockwise_maxima(f0, f1, temperature, mask0, mask1, self.block_rows)
             return dense_maxima(f0, f1, temperature, mask0, mask1)
+
+    def _inference_mutual(self, feat0: torch.Tensor, feat1: torch.Tensor, mask0: torch.Tensor | None,
+                          mask1: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:func:`~.mutual.dense_mutual` in at least float32 (also under autocast): row picks, mutual, confidence."""
+        dtype = compute_dtype(feat0.dtype)
+        with torch.autocast(feat0.device.type, enabled=False):
+            return dense_mutual(feat0.to(dtype), feat1.to(dtype), self.config.dsmax_temperature, mask0, mask1)
