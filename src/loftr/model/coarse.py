@@ -125,8 +125,9 @@ class CoarseMatching(nn.Module):
     confidence would hold more than ``dense_limit`` values: the same matches, no (N, L, S) matrix (and no
     ``conf_matrix`` in the output). ``fast`` (set by :func:`~loftr.model.optimize.optimize_for_inference`) also runs
     the smaller problems without a confidence matrix: one similarity GEMM reduced row block by row block, with the
-    mutual check in argmax form (:func:`~.mutual.dense_mutual`), so ``conf_matrix`` is None there too. Optimal transport (sinkhorn) always
-    stays dense: its Sinkhorn iterations alternate full row and column normalisations of the whole coupling matrix.
+    mutual check in argmax form (:func:`~.mutual.dense_mutual`), so ``conf_matrix`` is None there too. Optimal
+    transport (sinkhorn) always stays dense: its Sinkhorn iterations alternate full row and column normalisations of
+    the whole coupling matrix.
     """
 
     def __init__(self, config: CoarseMatchingConfig, dense_limit: int = DENSE_LIMIT) -> None:

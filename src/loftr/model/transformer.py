@@ -22,7 +22,8 @@ def elu_feature_map_(x: torch.Tensor) -> torch.Tensor:
 
 
 def half_precision(x: torch.Tensor) -> bool:
-    """True when attention products on ``x`` run in float16/bfloat16: a half tensor, or autocast to one on its device."""
+    """True when attention products on ``x`` run in float16/bfloat16: a half tensor, or autocast to one on its
+    device."""
     if x.dtype in (torch.float16, torch.bfloat16):
         return True
     device = x.device.type
