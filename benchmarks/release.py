@@ -704,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         rows.append(ROWS[key](ctx))
         log(f"{key}: {time.perf_counter() - t:.0f} s")
+        (args.out / "rows_so_far.md").write_text(markdown(rows, [m.label for m in models] + [
+            b for b in BASELINES.values() if any(b in r.stats for r in rows)], cand.label, against.label))
     labels = [m.label for m in models] + [b for b in BASELINES.values() if any(b in r.stats for r in rows)]
     ok, why = verdict(rows, cand.label, against.label, args.target)
     table = markdown(rows, labels, cand.label, against.label)
