@@ -6,8 +6,8 @@
 #
 # Prepare once here (the photos do not travel; a JPEG copy of them at most 1024 px goes in the ignored .gpu_data/,
 # with the teacher cache renamed to the copies; the posed scenes at 768 px, cup-table left out: about 16 + 18 MB):
-#   .venv/bin/python scripts/pack_textures.py ../shared/data/photos .gpu_data/photos \
-#       .gpu_data/teacher_photos.npz,.gpu_data/teacher_fox.npz   # (the posed fox scene's photos go in .gpu_data/teacher_photos/)
+#   .venv/bin/python scripts/pack_textures.py ../shared/data/photos .gpu_data/photos .gpu_data/teacher_photos.npz
+#   (teacher caches of the photo folder only: the scenes of ../shared/data/posed are evaluation data, never trained on)
 #   PYTHONPATH=src .venv/bin/python scripts/pack_posed.py ../shared/data/posed_train .gpu_data/posed_train
 # Run on the device machine (tool `run`), with carry [".gpu_data"] (add "runs/gpu" to continue an earlier lease):
 #   bash scripts/gpu_train.sh                 # timeout_s 600: 8 minutes of training + export
