@@ -500,7 +500,7 @@ def row_sfm_posed(ctx: Context, scene: str, step: int) -> Row:
     cams = read_cameras(DATA / "posed" / scene)
     names = sorted(cams)[::step]
     images = [DATA / "posed" / scene / "images" / n for n in names]
-    what = f"{len(names)} views" + (f", every {step}th" if step > 1 else "")
+    what = f"{len(names)} views" + (f", one in {step}" if step > 1 else "")
     return sfm_row(ctx, f"sfm_{scene.split('-')[0]}", f"`loftr sfm` on {scene} ({what})", images,
                    {n: cams[n] for n in names})
 
