@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .appearance import appearance
+from .teacher import stack_matched
 
 DEFAULT_HOLDOUT = ("cup-table",)  # the release gate evaluates on it
 MIN_CROP_TRACKS = 16
@@ -132,15 +133,8 @@ class PosedPairSample:
 
 
 def collate_posed(samples: list[PosedPairSample]) -> PosedPairSample:
-    k = max(len(s.kpts0) for s in samples)
-
-    def pad(t: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.pad(t, (0, 0, 0, k - t.shape[0]))
-
-    return PosedPairSample(torch.stack([s.image0 for s in samples]), torch.stack([s.image1 for s in samples]),
-                           torch.stack([pad(s.kpts0) for s in samples]), torch.stack([pad(s.kpts1) for s in samples]),
-                           torch.stack([torch.nn.functional.pad(s.valid, (0, k - s.valid.shape[0])) for s in samples]),
-                           torch.stack([s.F_0to1 for s in samples]), all(s.fine for s in samples))
+    return PosedPairSample(*stack_matched(samples), torch.stack([s.F_0to1 for s in samples]),
+                           all(s.fine for s in samples))
 
 
 def _crop_affine(f: tuple[float, float], x0: int, y0: int) -> np.ndarray:

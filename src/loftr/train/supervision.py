@@ -232,6 +232,19 @@ def _first_of_each(keys: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _match_cells(k0: torch.Tensor, k1: torch.Tensor, valid: torch.Tensor, hw0: tuple[int, int],
+                 hw1: tuple[int, int], stride: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Coarse cells (x, y) of matched points (N, K, 2) float64: image0's cell of each first point, image1's cell
+    where that cell's centre lands under the match's displacement, and which matches are valid with both cells
+    inside their maps (N, K)."""
+    cell0 = (k0 / stride).round().long()
+    cell1 = ((k1 + cell0.to(torch.float64) * stride - k0) / stride).round().long()
+    ok = valid.bool().clone()
+    ok &= (cell0[..., 0] >= 0) & (cell0[..., 0] < hw0[1]) & (cell0[..., 1] >= 0) & (cell0[..., 1] < hw0[0])
+    ok &= (cell1[..., 0] >= 0) & (cell1[..., 0] < hw1[1]) & (cell1[..., 1] >= 0) & (cell1[..., 1] < hw1[0])
+    return cell0, cell1, ok
+
+
 def match_coarse_supervision(kpts0: torch.Tensor, kpts1: torch.Tensor, valid: torch.Tensor, hw0: tuple[int, int],
                              hw1: tuple[int, int], stride: int) -> CoarseSupervision:
     """Coarse ground truth from sparse correspondences (a teacher's matches): (N, K, 2) network pixels of both
@@ -245,11 +258,7 @@ def match_coarse_supervision(kpts0: torch.Tensor, kpts1: torch.Tensor, valid: to
     n = kpts0.shape[0]
     device = kpts0.device
     k0, k1 = kpts0.to(torch.float64), kpts1.to(torch.float64)
-    cell0 = (k0 / stride).round().long()
-    cell1 = ((k1 + cell0.to(torch.float64) * stride - k0) / stride).round().long()
-    ok = valid.bool().clone()
-    ok &= (cell0[..., 0] >= 0) & (cell0[..., 0] < hw0[1]) & (cell0[..., 1] >= 0) & (cell0[..., 1] < hw0[0])
-    ok &= (cell1[..., 0] >= 0) & (cell1[..., 0] < hw1[1]) & (cell1[..., 1] >= 0) & (cell1[..., 1] < hw1[0])
+    cell0, cell1, ok = _match_cells(k0, k1, valid, hw0, hw1, stride)
     b_ids, m_ids = torch.where(ok)
     i_ids = cell0[b_ids, m_ids, 1] * hw0[1] + cell0[b_ids, m_ids, 0]
     j_ids = cell1[b_ids, m_ids, 1] * hw1[1] + cell1[b_ids, m_ids, 0]
@@ -310,11 +319,7 @@ def posed_coarse_supervision(kpts0: torch.Tensor, kpts1: torch.Tensor, valid: to
         far[b] = torch.maximum(d0, d1) > margin * stride
     conf_gt[far] = 0.0
     k0, k1 = kpts0.to(torch.float64), kpts1.to(torch.float64)
-    cell0 = (k0 / stride).round().long()
-    cell1 = ((k1 + cell0.to(torch.float64) * stride - k0) / stride).round().long()
-    ok = valid.bool().clone()
-    ok &= (cell0[..., 0] >= 0) & (cell0[..., 0] < hw0[1]) & (cell0[..., 1] >= 0) & (cell0[..., 1] < hw0[0])
-    ok &= (cell1[..., 0] >= 0) & (cell1[..., 0] < hw1[1]) & (cell1[..., 1] >= 0) & (cell1[..., 1] < hw1[0])
+    cell0, cell1, ok = _match_cells(k0, k1, valid, hw0, hw1, stride)
     off = (k0 - cell0.to(torch.float64) * stride).norm(dim=-1)  # (N, K) observation to its cell centre
     b_ids, m_ids = torch.where(ok)
     order = torch.argsort(off[b_ids, m_ids], stable=True)

@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -198,16 +199,20 @@ class MatchPairSample:
     valid: torch.Tensor  # (K,) bool (padding False)
 
 
-def collate_matches(samples: list[MatchPairSample]) -> MatchPairSample:
+def stack_matched(samples: list[Any]) -> tuple[torch.Tensor, ...]:
+    """image0, image1, kpts0, kpts1 and valid of samples with K_i keypoint matches each, stacked into a batch with
+    the keypoints zero-padded to the largest K (valid False there)."""
     k = max(len(s.kpts0) for s in samples)
 
     def pad(t: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.pad(t, (0, 0, 0, k - t.shape[0]))
+        return torch.nn.functional.pad(t, (0, 0) * (t.dim() - 1) + (0, k - t.shape[0]))
 
-    return MatchPairSample(torch.stack([s.image0 for s in samples]), torch.stack([s.image1 for s in samples]),
-                           torch.stack([pad(s.kpts0) for s in samples]), torch.stack([pad(s.kpts1) for s in samples]),
-                           torch.stack([torch.nn.functional.pad(s.valid, (0, k - s.valid.shape[0]))
-                                        for s in samples]))
+    return (torch.stack([s.image0 for s in samples]), torch.stack([s.image1 for s in samples]),
+            *(torch.stack([pad(getattr(s, name)) for s in samples]) for name in ("kpts0", "kpts1", "valid")))
+
+
+def collate_matches(samples: list[MatchPairSample]) -> MatchPairSample:
+    return MatchPairSample(*stack_matched(samples))
 
 
 def _zoom(rng: np.random.Generator, wh: tuple[int, int], size: tuple[int, int], max_zoom: float) -> float:
