@@ -25,7 +25,8 @@ Verdict (the written rule): the candidate SHIPS only if it is ahead on the ``--t
 noise and no row falls by more than its noise, where a row's noise is sqrt(std_candidate^2 + std_against^2) of its
 judged figure (at least the row's fixed floor). Without ``--target`` the verdict only says which rows fell.
 
-Results of a model that did not change (same file sha256, same filter, same ``src/`` tree) are reused from
+Results of a model that did not change (same file sha256, filter and precision, same
+``src/loftr`` code outside ``train/``, comments, docstrings and help texts aside) are reused from
 ``--cache`` (default ``.release_cache``) except speed, which is always measured in the run. Writes
 ``results.json`` (every figure with its std and replicates) and ``results.md``; ``--card FILE`` writes the table
 between the ``<!-- release-table:begin -->`` / ``end`` markers of FILE (the model card). About 40 minutes on 2
@@ -35,6 +36,7 @@ CPU cores when nothing is cached; ``--rows`` runs a subset.
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import math
@@ -56,6 +58,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 DATA = ROOT.parent / "shared" / "data"
 HELD_OUT = "cup-table"  # the posed_train scene that training leaves out for this gate
 ORDERS = 4
+# package code the matching rows never run (they match in-process): changing it keeps their cached results
+NOT_MATCHING = ("pipeline", "cli.py", "serve.py", "viz.py", "inspect.py")
 BEGIN, END = "<!-- release-table:begin -->", "<!-- release-table:end -->"
 
 
@@ -220,14 +224,15 @@ def _matcher(method: Model | Baseline, max_size: int | None):
 
 
 def _cache_key(ctx: Context, row: str, method: Model | Baseline) -> Path | None:
-    """A model's results depend on its file, filter, precision and the package code; a baseline's on the scoring
-    code only (so that a baseline measured once, e.g. ALIKED in the environment where it imports, is reused)."""
+    """A model's results depend on its file, filter, precision and the package code (the matching rows on the code
+    the in-process matcher runs, the SfM rows on all of it); a baseline's on the scoring code only (so that a baseline measured once, e.g. ALIKED in the environment where it imports, is reused)."""
     if ctx.cache is None:
         return None
     if isinstance(method, Baseline):
         who = f"{method.name}|{code_hash(('eval', 'geometry.py', 'io.py'))}"
     else:
-        who = f"{method.sha256}|{method.max_std}|{method.dtype}|{ctx.src_tree}"
+        tree = ctx.src_tree if row.startswith("sfm") else code_hash(exclude=NOT_MATCHING)
+        who = f"{method.sha256}|{method.max_std}|{method.dtype}|{tree}"
     return ctx.cache / f"{row}-{hashlib.sha256(who.encode()).hexdigest()[:20]}.json"
 
 
@@ -626,15 +631,28 @@ def write_card(card: Path, table: str, header: str) -> None:
     card.write_text(text[:start] + "\n" + header + "\n\n" + table + text[end:])
 
 
-def code_hash(parts: Sequence[str] | None = None) -> str:
-    """A hash of the package code (src/loftr without train/, or only ``parts`` of it: files or folders): a result
-    cached under another hash is not reused."""
+def _code_text(source: str) -> bytes:
+    """The code of a module without what cannot change a result: comments, docstrings and ``help=`` texts."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+        if isinstance(node, ast.Call):
+            node.keywords = [k for k in node.keywords if k.arg != "help"]
+    return ast.dump(tree).encode()
+
+
+def code_hash(parts: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> str:
+    """A hash of the package code (src/loftr without train/ and ``exclude``, or only ``parts`` of it: files or
+    folders), blind to comments, docstrings and help texts: a result cached under another hash is not reused."""
     h = hashlib.sha256()
     pkg = ROOT / "src" / "loftr"
     for path in sorted(pkg.rglob("*.py")):
         rel = path.relative_to(pkg)
-        if "train" not in rel.parts and (parts is None or rel.parts[0] in parts):
-            h.update(str(rel).encode() + b"\0" + path.read_bytes())
+        if "train" not in rel.parts and (parts is None or rel.parts[0] in parts) and rel.parts[0] not in exclude:
+            h.update(str(rel).encode() + b"\0" + _code_text(path.read_text()))
     return h.hexdigest()[:16]
 
 

@@ -81,6 +81,22 @@ def test_match_orders_are_seeded_permutations(release):
 def test_code_hash_ignores_training_code(release):
     h = release.code_hash()
     assert isinstance(h, str) and len(h) == 16 and h == release.code_hash() != release.code_hash(("eval",))
+    assert release.code_hash(exclude=release.NOT_MATCHING) != h
+
+
+def test_code_hash_sees_code_not_its_docs(release, tmp_path, monkeypatch):
+    pkg = tmp_path / "src" / "loftr"
+    pkg.mkdir(parents=True)
+    monkeypatch.setattr(release, "ROOT", tmp_path)
+
+    def hashed(source: str) -> str:
+        (pkg / "m.py").write_text(source)
+        return release.code_hash()
+
+    base = hashed('def f(x):\n    """Doc."""\n    return g(x, help="a")  # c\n')
+    assert hashed('def f(x):\n    """Other doc."""\n    # new comment\n    return g(x, help="b")\n') == base
+    assert hashed('def f(x):\n    """Doc."""\n    return g(x + 1, help="a")\n') != base
+    assert hashed('def f(x):\n    """Doc."""\n    return g(x, mode="a")\n') != base
 
 
 def test_heldout_pairs_are_wide_and_posed(release):
