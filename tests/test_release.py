@@ -110,3 +110,12 @@ def test_heldout_pairs_are_wide_and_posed(release):
         assert 0.1 <= overlap[(p.image0.name, p.image1.name)] <= 0.4
         assert p.image0.is_file() and np.allclose(p.T_0to1[3], [0, 0, 0, 1])
     assert [p.name for p in release.heldout_pairs(scene, n=10)] == [p.name for p in pairs]
+
+
+def test_split_rows_balances_and_keeps_speed_out(release):
+    rows = list(release.ROWS)
+    groups = release.split_rows(rows, 2)
+    assert sorted(sum(groups, [])) == sorted(r for r in rows if r != "speed") and len(groups) == 2
+    loads = [sum(release.COST[r] for r in g) for g in groups]
+    assert max(loads) - min(loads) <= max(release.COST.values())
+    assert release.split_rows(["stereo"], 3) == [["stereo"]]
