@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .warps import ExtremeWarp, render_view, sample_extreme
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -83,19 +85,26 @@ class PairSample:
     image0: torch.Tensor  # (1, S, S) float in [0, 1]
     image1: torch.Tensor  # (1, S, S)
     H_0to1: torch.Tensor  # (3, 3) float64, image0 pixels → image1 pixels
-    valid1: torch.Tensor  # (S, S) bool, pixels of image1 that come from inside the source crop
+    valid1: torch.Tensor  # (S, S) bool, pixels of image1 that show the source crop (extreme views: the photo)
 
 
 class HomographyPairs(Dataset):
     """``length`` random pairs per epoch from ``images``; item k is reproducible from (seed, epoch, k).
 
     The pairs never run out: index ``e * length + k`` is item k of epoch ``epoch + e`` (what the step-based sampler
-    of the trainer asks for)."""
+    of the trainer asks for). A share ``extreme_share`` of the pairs are extreme views (:mod:`loftr.train.warps`,
+    drawn as ``extreme`` says): image1 is rendered from the whole photo, so a close-up shows the photo's own detail
+    and the view may extend past the crop; which pairs are extreme is drawn apart, so the other pairs stay as they
+    are without extreme views."""
 
-    def __init__(self, images: list[Path], size: int = 256, length: int = 1000, seed: int = 0) -> None:
+    def __init__(self, images: list[Path], size: int = 256, length: int = 1000, seed: int = 0,
+                 extreme_share: float = 0.0, extreme: ExtremeWarp = ExtremeWarp()) -> None:
         if not images:
             raise ValueError("no training images")
+        if not 0.0 <= extreme_share <= 1.0:
+            raise ValueError(f"extreme_share must be in [0, 1], got {extreme_share}")
         self.images, self.size, self.length, self.seed = list(images), size, length, seed
+        self.extreme_share, self.extreme = extreme_share, extreme
         self.epoch = 0
         self._photos = PhotoCache()
 
@@ -120,9 +129,16 @@ class HomographyPairs(Dataset):
         side = max(min(side, h, w), 1)
         y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
         crop = cv2.resize(img[y:y + side, x:x + side], (s, s), interpolation=cv2.INTER_AREA)
-        H = random_homography(rng, s)
-        warped = cv2.warpPerspective(crop, H, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        valid = cv2.warpPerspective(np.ones_like(crop), H, (s, s), flags=cv2.INTER_NEAREST) > 0.5
+        pick = np.random.default_rng([self.seed, self.epoch + epochs, index, 1])
+        if self.extreme_share > 0 and pick.random() < self.extreme_share:
+            H = sample_extreme(rng, s, self.extreme)
+            k = s / side  # photo pixels → crop pixels (cv2.resize keeps pixel centres)
+            photo_to_0 = np.array([[k, 0, (0.5 - x) * k - 0.5], [0, k, (0.5 - y) * k - 0.5], [0, 0, 1]])
+            warped, valid = render_view(img, H @ photo_to_0, s)
+        else:
+            H = random_homography(rng, s)
+            warped = cv2.warpPerspective(crop, H, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            valid = cv2.warpPerspective(np.ones_like(crop), H, (s, s), flags=cv2.INTER_NEAREST) > 0.5
         img0, img1 = photometric(rng, crop), photometric(rng, warped)
         img1 = np.where(valid, img1, 0.0).astype(np.float32)
         return PairSample(torch.from_numpy(img0)[None], torch.from_numpy(img1)[None], torch.from_numpy(H),

@@ -63,6 +63,15 @@ def warp(points: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
     return homog[..., :2] / z
 
 
+def warp_in_front(points: torch.Tensor, H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """points (N, K, 2), H (N, 3, 3) → (warped (N, K, 2), in front (N, K) bool). H is taken with det > 0 (the
+    homography of a plane seen from its front side by both cameras), where w > 0 exactly for points in front of the
+    second camera; a point behind it (a close-up at a grazing angle) is also mapped, mirrored, but is not seen."""
+    H = torch.where(torch.linalg.det(H)[:, None, None] < 0, -H, H)
+    w = torch.cat([points, torch.ones_like(points[..., :1])], -1) @ H[:, 2:].transpose(1, 2)
+    return warp(points, H), w[..., 0] > 1e-8
+
+
 def _inside(points: torch.Tensor, hw: tuple[int, int], stride: int) -> torch.Tensor:
     h, w = hw
     x, y = points[..., 0] / stride, points[..., 1] / stride
@@ -72,15 +81,18 @@ def _inside(points: torch.Tensor, hw: tuple[int, int], stride: int) -> torch.Ten
 def coarse_supervision(H_0to1: torch.Tensor, hw0: tuple[int, int], hw1: tuple[int, int], stride: int,
                        valid1: torch.Tensor | None = None) -> CoarseSupervision:
     """Cell i of image0 matches cell j of image1 when the homography sends i's centre into j and j's centre back
-    into i (mutual nearest cells, the reference's loop-back check), and j is a valid pixel of image1."""
+    into i (mutual nearest cells, the reference's loop-back check), both centres lie in front of the other camera
+    (see :func:`warp_in_front`), and j is a valid pixel of image1. Where several cells of one image land in one cell
+    of the other (a zoom, strong foreshortening), only the mutual one matches: the rest are negatives of that cell,
+    as in the reference. The fine targets of cells behind camera 1 are :data:`FAR`."""
     n = H_0to1.shape[0]
     device = H_0to1.device
     H = H_0to1.to(torch.float64)
     pts0 = grid_points(hw0, stride, n, device)
     pts1 = grid_points(hw1, stride, n, device)
-    w0 = warp(pts0, H)  # (N, L, 2) in image1
-    w1 = warp(pts1, torch.linalg.inv(H))  # (N, S, 2) in image0
-    in1, in0 = _inside(w0, hw1, stride), _inside(w1, hw0, stride)
+    w0, front0 = warp_in_front(pts0, H)  # (N, L, 2) in image1
+    w1, front1 = warp_in_front(pts1, torch.linalg.inv(H))  # (N, S, 2) in image0
+    in1, in0 = _inside(w0, hw1, stride) & front0, _inside(w1, hw0, stride) & front1
     j = (w0 / stride).round().long()
     j_idx = (j[..., 1].clamp(0, hw1[0] - 1) * hw1[1] + j[..., 0].clamp(0, hw1[1] - 1))
     i_back = (w1 / stride).round().long()
@@ -94,7 +106,7 @@ def coarse_supervision(H_0to1: torch.Tensor, hw0: tuple[int, int], hw1: tuple[in
     j_ids = j_idx[b_ids, i_ids]
     conf_gt = torch.zeros((n, pts0.shape[1], pts1.shape[1]), device=device)
     conf_gt[b_ids, i_ids, j_ids] = 1.0
-    return CoarseSupervision(b_ids, i_ids, j_ids, conf_gt, w0, pts1)
+    return CoarseSupervision(b_ids, i_ids, j_ids, conf_gt, torch.where(front0[..., None], w0, FAR), pts1)
 
 
 def fine_supervision(H_0to1: torch.Tensor, b_ids: torch.Tensor, i_ids: torch.Tensor, j_ids: torch.Tensor,
