@@ -61,6 +61,11 @@ class TrainConfig:
     posed_holdout: str = _f("cup-table", "mixed: comma-separated posed scene names never trained on")
     posed_fine: bool = _f(True, "mixed: posed pairs also train the fine stage (tracks near cell centres, epipolar "
                                 "lines elsewhere)")
+    extreme_share: float = _f(0.0, "photos/mixed: share of the homographic training pairs that are extreme views (a "
+                                   "camera tilted up to 75°, zoom 1/4-4x, roll within --extreme-rotation; validation "
+                                   "pairs stay mild)")
+    extreme_rotation: float = _f(45.0, "photos/mixed: largest in-plane rotation (degrees) of the extreme views; "
+                                       "matching at any rotation is Matcher(rotations=4) / --rotations")
     index: str = _f("", "scannet/megadepth: training index (.npz, folder of .npz, or .txt list of names)")
     intrinsics: str = _f("", "scannet: intrinsics.npz (default: found next to or above the index)")
     val_index: str = _f("", "scannet/megadepth: validation index (default: pairs spread over the training index)")
@@ -99,6 +104,13 @@ class TrainConfig:
             raise ValueError(f"posed scenes train with --dataset mixed, not {self.dataset}")
         if self.posed_share > 0 and not self.posed:
             raise ValueError("posed_share needs posed training scenes (--posed)")
+        if not 0.0 <= self.extreme_share <= 1.0 or not 0.0 <= self.extreme_rotation <= 180.0:
+            raise ValueError(f"extreme_share must be in [0, 1] and extreme_rotation in [0, 180] degrees, got "
+                             f"{self.extreme_share} and {self.extreme_rotation}")
+        no_photo_pairs = self.dataset not in ("photos", "mixed") or (self.dataset == "mixed" and sum(shares) > 1 - 1e-9)
+        if self.extreme_share > 0 and no_photo_pairs:
+            raise ValueError("extreme_share applies to homographic photo pairs: --dataset photos, or mixed with "
+                             "a share left for them")
         if self.fine_only and not self.init:
             raise ValueError("fine_only trains the fine stage of given weights: it needs --init")
         if not isinstance(self.model_overrides, dict):

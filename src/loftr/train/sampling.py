@@ -16,6 +16,7 @@ from .mixed import MixedPairs
 from .posed import PosedPairs, scene_folders
 from .scenes import ScenePairs
 from .teacher import TeacherPairs
+from .warps import ExtremeWarp
 
 
 def split_holdout(images: list[Path], every: int) -> tuple[list[Path], list[Path]]:
@@ -74,13 +75,19 @@ class StepSampler(Sampler[int]):
                 yield self.position((step * self.world + self.rank) * self.batch_size + b)
 
 
+def _extreme(cfg: TrainConfig) -> dict[str, Any]:
+    """The extreme-view settings of the training photo pairs."""
+    return {"extreme_share": cfg.extreme_share, "extreme": ExtremeWarp(max_rotation=cfg.extreme_rotation)}
+
+
 def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, bool]:
     """(training pairs, validation pairs, whether the training pairs are endless) of a config."""
     if cfg.dataset == "photos":
         images = list_images(cfg.images)
         val_images, train_images = split_holdout(images, cfg.holdout)
         val = HomographyPairs(val_images, cfg.size, cfg.val_pairs, seed=cfg.seed + 1000)
-        data = HomographyPairs(train_images, cfg.size, length=cfg.batch_size * cfg.checkpoint_every, seed=cfg.seed)
+        data = HomographyPairs(train_images, cfg.size, length=cfg.batch_size * cfg.checkpoint_every, seed=cfg.seed,
+                               **_extreme(cfg))
         return data, val, True
     if cfg.dataset in ("scenes", "mixed"):
         images = list_images(cfg.images)
@@ -90,7 +97,7 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, bool]:
         val = ScenePairs(val_images, size, cfg.val_pairs, seed=cfg.seed + 1000)  # mixed: judged on 3D pairs
         data = ScenePairs(train_images, size, length=length, seed=cfg.seed, fine=cfg.scene_fine)
         if cfg.dataset == "mixed":
-            photos = HomographyPairs(train_images, size[1], length=length, seed=cfg.seed + 1)
+            photos = HomographyPairs(train_images, size[1], length=length, seed=cfg.seed + 1, **_extreme(cfg))
             rest = max(1.0 - cfg.scene_share - cfg.teacher_share - cfg.posed_share, 0.0)
             sources, shares = [data, photos], [cfg.scene_share, rest]
             if cfg.teacher and cfg.teacher_share > 0:
