@@ -37,7 +37,7 @@ class ExtremeWarp:
     max_rotation: float = 45.0
     fov: tuple[float, float] = (35.0, 75.0)
     look_at: float = 0.5
-    min_covisible: float = 0.03
+    min_covisible: float = 0.05
     tries: int = 100
 
     def __post_init__(self) -> None:
