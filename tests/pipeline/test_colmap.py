@@ -204,3 +204,32 @@ def test_refine_camera_without_camera_is_one_clear_error(rendered, tmp_path: Pat
     assert main(["sfm", str(folder), "--out", str(tmp_path / "sfm"), "--no-refine-camera"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "need --camera" in err[0]
+
+
+def test_a_pair_with_few_inliers_per_match_is_not_verified(rendered, tmp_path: Path) -> None:
+    """LoFTR matches any two views: a pair whose matches are two thirds random (one third exact) passes COLMAP's
+    inlier count but not ``min_inlier_ratio`` 0.5, while the exact pairs pass either way."""
+    from loftr.pipeline.colmap import verify
+
+    folder, rects, views = rendered
+    names = sorted(views)[:3]
+    pairs = sequential_pairs(names, 2)
+    results = loftr_like_matches(rects, views, pairs)
+    rng = np.random.default_rng(1)
+    r = results[f"{names[0]}/{names[2]}"]
+    n, (w, h) = 2 * len(r.keypoints0), r.size0
+    wrong0, wrong1 = (rng.uniform(0, 1, (n, 2)) * (w - 1, h - 1) for _ in range(2))
+    results[r.key] = PairResult(r.name0, r.name1, np.concatenate([r.keypoints0, wrong0]).astype(np.float32),
+                                np.concatenate([r.keypoints1, wrong1]).astype(np.float32),
+                                np.full(3 * len(r.keypoints0), 0.5, np.float32), r.size0, r.size1, r.scale0, r.scale1)
+    matches = write_final(tmp_path / "m.h5", results, "{}", DEFAULT_QUANTIZE)
+    for ratio, expected in ((0.0, 3), (0.5, 2)):
+        db = tmp_path / f"r{ratio}.db"
+        ids = create_database(db, folder, matches, pairs)
+        assert verify(db, pairs, tmp_path / "pairs.txt", min_inlier_ratio=ratio) == expected
+        opened = pycolmap.Database.open(db)
+        try:
+            inliers = opened.read_two_view_geometry(ids[names[0]], ids[names[2]]).inlier_matches
+            assert (len(inliers) > 100) == (ratio == 0.0)
+        finally:
+            opened.close()

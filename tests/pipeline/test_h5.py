@@ -41,6 +41,24 @@ def test_merge_snaps_to_the_grid_keeps_the_best_and_matches_one_to_one() -> None
     assert len(m.keypoints["b"]) == 3 and m.matches["c/a"][0].tolist() == [0]
 
 
+def test_sub_pixel_keypoints_survive_the_merge_exactly() -> None:
+    """The grid only decides which observations are one keypoint: a merged keypoint lies at an observation's own
+    sub-pixel position, never at the cell's centre, and a pair's matches keep the exact raw coordinates."""
+    rng = np.random.default_rng(0)
+    k0 = (rng.uniform(0, 99, (200, 2)) * 4).astype(np.float32)  # sub-pixel points, 4 original px per network px
+    k1 = (k0 + rng.uniform(-3, 3, k0.shape)).astype(np.float32)
+    r = _pair("a", "b", k0, k1, rng.uniform(0.2, 1, 200), scale=(0.25, 0.25))
+    m = merge_keypoints([r], quantize=1.0)
+    raw = {tuple(p) for p in k0.tolist()}
+    assert all(tuple(p) in raw for p in m.keypoints["a"].tolist())  # every keypoint is a raw observation
+    assert np.abs(m.keypoints["a"] - np.round(m.keypoints["a"])).max() > 0.4  # not snapped to a grid
+    m0 = m.matches["a/b"][0]
+    got = {tuple(m.keypoints["a"][i].tolist()): tuple(m.keypoints["b"][j].tolist()) for i, j in enumerate(m0)
+           if j >= 0}
+    pairs = {tuple(a): tuple(b) for a, b in zip(k0.tolist(), k1.tolist())}
+    assert len(got) > 150 and all(pairs[a] == b for a, b in got.items())
+
+
 def test_quantize_grid_is_in_network_pixels_and_zero_merges_only_equal_points() -> None:
     r = _pair("a", "b", [[0.0, 0.0], [7.0, 0.0]], [[0.0, 0.0], [40.0, 0.0]], [0.5, 0.6], scale=(0.25, 0.25))
     assert len(merge_keypoints([r], quantize=4.0).keypoints["a"]) == 1  # 7 px = 1.75 network px

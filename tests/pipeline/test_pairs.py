@@ -7,8 +7,8 @@ import pytest
 
 from loftr import Matcher
 from loftr.pipeline import PipelineError
-from loftr.pipeline.pairs import (exhaustive_pairs, global_descriptors, list_images, read_pairs, retrieval_pairs,
-                                  sequential_pairs, write_pairs)
+from loftr.pipeline.pairs import (auto_pairs, exhaustive_pairs, global_descriptors, list_images, read_pairs,
+                                  retrieval_pairs, sequential_pairs, write_pairs)
 
 
 def test_read_write_round_trip_ignores_comments_blanks_and_duplicates(tmp_path: Path) -> None:
@@ -66,9 +66,38 @@ def test_retrieval_takes_the_k_most_similar_by_cosine() -> None:
         retrieval_pairs(names, desc[:3], 1)
 
 
+def test_auto_pairs_are_exhaustive_for_a_small_set_and_sequential_plus_retrieval_beyond() -> None:
+    def never() -> np.ndarray:
+        raise AssertionError("a small set needs no descriptors")
+
+    small = [f"{i:02d}" for i in range(6)]
+    assert auto_pairs(small[::-1], never, max_exhaustive=6) == exhaustive_pairs(small)
+    # 8 frames of a sequence that jumps: 0-3 and 4-7 are two passes, frame 7 looks like frame 0 again
+    names = [f"{i:02d}" for i in range(8)]
+    desc = np.array([[1, 0, 0], [1, .1, 0], [.9, .2, 0], [0, 1, 0], [0, 1, .1], [0, .9, .2], [.1, .8, .3],
+                     [1, 0, .05]])
+    got = auto_pairs(names, lambda: desc, max_exhaustive=6, sequential=1, retrieval=1)
+    assert got[:7] == sequential_pairs(names, 1)  # the sequence first, then what retrieval adds
+    assert ("00", "07") in got and len(got) == len(set(map(frozenset, got)))
+    assert auto_pairs(names, None, max_exhaustive=6, sequential=2) == sequential_pairs(names, 2)
+    assert len(auto_pairs(names, lambda: desc, max_exhaustive=8)) == 28
+
+
 def test_global_descriptors_retrieve_frames_of_the_same_sequence(images: Path, tiny_weights: Path) -> None:
     names = list_images(images)
     desc = global_descriptors(Matcher(weights=tiny_weights, max_size=160), [images / n for n in names])
     assert desc.shape == (7, 128) and np.allclose(np.linalg.norm(desc, axis=1), 1.0, atol=1e-5)
     for a, b in retrieval_pairs(names, desc, 1):
         assert a.split("_")[0] == b.split("_")[0], (a, b)
+
+
+def test_loftr_sfm_without_a_pair_option_pairs_a_small_folder_exhaustively(tmp_path: Path) -> None:
+    from loftr.cli import build_parser
+    from loftr.pipeline.cli import _pairs
+
+    for i in range(5):
+        (tmp_path / f"{i}.png").write_bytes(b"")  # only the names are read
+    args = build_parser().parse_args(["sfm", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert _pairs(args, matcher=object()) == exhaustive_pairs([f"{i}.png" for i in range(5)])
+    args = build_parser().parse_args(["sfm", str(tmp_path), "--out", str(tmp_path / "out"), "--sequential", "1"])
+    assert len(_pairs(args)) == 4

@@ -35,7 +35,9 @@ def _add_batch_args(p: argparse.ArgumentParser) -> None:
 
 
 def _pairs(args: argparse.Namespace, matcher=None) -> list[tuple[str, str]]:
-    from .pairs import exhaustive_pairs, global_descriptors, list_images, read_pairs, retrieval_pairs, sequential_pairs
+    """The pairs the options ask for; none given (``loftr sfm``): :func:`~loftr.pipeline.pairs.auto_pairs`."""
+    from .pairs import (auto_pairs, exhaustive_pairs, global_descriptors, list_images, read_pairs, retrieval_pairs,
+                        sequential_pairs)
 
     names = list_images(args.images_dir)
     if not names:
@@ -46,11 +48,15 @@ def _pairs(args: argparse.Namespace, matcher=None) -> list[tuple[str, str]]:
         return exhaustive_pairs(names)
     if args.sequential is not None:
         return sequential_pairs(names, args.sequential)
-    from ..options import matcher_from_args
 
-    matcher = matcher or matcher_from_args(args)
-    desc = global_descriptors(matcher, [Path(args.images_dir) / n for n in names])
-    return retrieval_pairs(names, desc, args.retrieval)
+    def descriptors():
+        from ..options import matcher_from_args
+
+        return global_descriptors(matcher or matcher_from_args(args), [Path(args.images_dir) / n for n in names])
+
+    if args.retrieval is None:
+        return auto_pairs(names, descriptors)
+    return retrieval_pairs(names, descriptors(), args.retrieval)
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:
@@ -117,13 +123,12 @@ def cmd_sfm(args: argparse.Namespace) -> int:
     if args.refine_camera is not None and camera is None:
         raise PipelineError("--refine-camera / --no-refine-camera need --camera: without it the camera is refined")
     matcher = matcher_from_args(args)
-    if not (args.pairs or args.exhaustive or args.sequential or args.retrieval):
-        args.sequential = 5
     pairs = _pairs(args, matcher)
     r = run_sfm(matcher, args.images_dir, pairs, args.out, batch_size=args.batch_size, workers=args.workers,
                 quantize=args.quantize, camera_mode=args.camera_mode, min_matches=args.min_matches,
                 init_min_inliers=args.init_min_inliers, abs_pose_min_inliers=args.abs_pose_min_inliers,
-                progress=not args.no_progress, camera=camera, refine_camera=args.refine_camera)
+                progress=not args.no_progress, camera=camera, refine_camera=args.refine_camera,
+                min_inlier_ratio=args.min_inlier_ratio)
     if r.model_dir is None:
         print(f"no reconstruction: none of the {r.num_images} images could be registered")
         return 1
@@ -169,6 +174,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the pipeline's sub-commands to the ``loftr`` parser."""
     from ..options import add_model_args
+    from .colmap import MIN_INLIER_RATIO
+    from .pairs import AUTO_EXHAUSTIVE_MAX, AUTO_RETRIEVAL, AUTO_SEQUENTIAL
 
     p = sub.add_parser("pairs", help="write an hloc pairs file for a folder of images")
     p.add_argument("images_dir")
@@ -196,14 +203,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="merge files made with different settings")
     p.set_defaults(func=cmd_merge_matches)
 
-    p = sub.add_parser("sfm", help="match, build a COLMAP database, verify and reconstruct (pycolmap)")
+    p = sub.add_parser("sfm", help="match, build a COLMAP database, verify and reconstruct (pycolmap)",
+                       description="Without --pairs, --exhaustive, --sequential or --retrieval: every pair of up to "
+                                   f"{AUTO_EXHAUSTIVE_MAX} images, else each image with its next {AUTO_SEQUENTIAL} "
+                                   f"and its {AUTO_RETRIEVAL} nearest by retrieval.")
     p.add_argument("images_dir")
-    _add_pair_source(p, required=False)  # default: --sequential 5
+    _add_pair_source(p, required=False)  # default: auto_pairs (exhaustive for small sets)
     p.add_argument("--out", required=True, help="output folder: matches.h5, database.db, pairs.txt, sparse/")
     _add_batch_args(p)
     p.add_argument("--camera-mode", default="auto", choices=["auto", "single", "per_folder", "per_image"],
                    help="auto (default): one camera for the images of one folder with the same size and EXIF camera")
     p.add_argument("--min-matches", type=int, default=15, help="fewest verified matches of a pair (default 15)")
+    p.add_argument("--min-inlier-ratio", type=float, default=MIN_INLIER_RATIO,
+                   help=f"fewest inliers per match of a verified pair (default {MIN_INLIER_RATIO}: drops the "
+                        "non-overlapping pairs LoFTR matches anyway)")
     p.add_argument("--init-min-inliers", type=int, default=30, help="fewest inliers of the initial pair")
     p.add_argument("--abs-pose-min-inliers", type=int, default=15, help="fewest inliers to register an image")
     p.add_argument("--camera", nargs="+", metavar="MODEL PARAMS | FILE",

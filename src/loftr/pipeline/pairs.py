@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -100,6 +100,29 @@ def sequential_pairs(names: Sequence[str], overlap: int) -> list[Pair]:
     return [(s[i], s[j]) for i in range(len(s)) for j in range(i + 1, min(i + 1 + overlap, len(s)))]
 
 
+AUTO_EXHAUSTIVE_MAX = 30
+"""Largest image set whose default pairs (:func:`auto_pairs`) are all pairs: 30 images are 435 pairs."""
+AUTO_SEQUENTIAL = 5
+AUTO_RETRIEVAL = 10
+
+
+def auto_pairs(names: Sequence[str], descriptors: Callable[[], np.ndarray] | None = None, *,
+               max_exhaustive: int = AUTO_EXHAUSTIVE_MAX, sequential: int = AUTO_SEQUENTIAL,
+               retrieval: int = AUTO_RETRIEVAL) -> list[Pair]:
+    """The default pairs of a folder: every pair for at most ``max_exhaustive`` images (COLMAP's advice for small
+    sets: no view is left without its true neighbours); for more, each image with its next ``sequential`` by name
+    plus its ``retrieval`` nearest by global descriptor, which closes the jumps of a sequence (frames skipped, a
+    second pass). ``descriptors``: a callable giving the (N, D) descriptors of the sorted names, called only when
+    needed; without it a large set gets the sequential pairs alone."""
+    s = sorted(names)
+    if len(s) <= max_exhaustive:
+        return exhaustive_pairs(s)
+    pairs = sequential_pairs(s, sequential)
+    if descriptors is not None and retrieval > 0:
+        pairs = pairs + retrieval_pairs(s, descriptors(), retrieval)
+    return unique_pairs(pairs)
+
+
 def retrieval_pairs(names: Sequence[str], descriptors: np.ndarray, k: int) -> list[Pair]:
     """Each image with its ``k`` nearest others by cosine similarity of its global descriptor (N, D).
 
@@ -145,4 +168,5 @@ def global_descriptors(matcher: "Matcher", paths: Sequence[str | Path]) -> np.nd
 
 
 __all__ = ["Pair", "list_images", "read_pairs", "write_pairs", "exhaustive_pairs", "sequential_pairs",
-           "retrieval_pairs", "global_descriptors", "unique_pairs", "IMAGE_SUFFIXES"]
+           "retrieval_pairs", "auto_pairs", "global_descriptors", "unique_pairs", "IMAGE_SUFFIXES",
+           "AUTO_EXHAUSTIVE_MAX", "AUTO_SEQUENTIAL", "AUTO_RETRIEVAL"]
