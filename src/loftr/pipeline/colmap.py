@@ -6,7 +6,8 @@ default camera mode ``auto`` images share a camera when they are one camera's fr
 a known calibration, :class:`~loftr.pipeline.camera.CameraSpec`, replaces the guess and is held fixed or refined); the
 merged per-image keypoints (+0.5: COLMAP puts pixel centres at half-integers) and the index matches of every pair
 are written to it; ``pycolmap.verify_matches`` estimates the two-view geometries (E, F or H by RANSAC, COLMAP's
-options) and ``pycolmap.incremental_mapping`` reconstructs. The largest model is written to ``OUT/sparse/0``.
+options, and at least :data:`MIN_INLIER_RATIO` inliers per match) and ``pycolmap.incremental_mapping``
+reconstructs. The largest model is written to ``OUT/sparse/0``.
 
 Self-calibration and COLMAP's "bogus camera" filter: without a known calibration the mapper refines the focal length
 and radial distortion from the first images on. COLMAP drops every image whose camera has a focal length outside
