@@ -558,8 +558,8 @@ ROWS: dict[str, Callable[[Context], Row]] = {
 
 
 # one model's minutes per row on one busy core (measured 2026-12-03): how --jobs balances its processes
-COST = {"castle": 10, "fox": 5, "fox_wide": 5, "heldout": 4, "wxbs": 1.2, "homographies": 2, "extreme": 0.7,
-        "stereo": 0.1, "sfm_kitti": 3.1, "sfm_castle": 4.7, "sfm_fox": 5.7, "speed": 0}
+COST = {"castle": 12, "fox": 19, "fox_wide": 5, "heldout": 5, "wxbs": 2.5, "homographies": 5, "extreme": 2,
+        "stereo": 0.1, "sfm_kitti": 3.5, "sfm_castle": 5, "sfm_fox": 6, "speed": 0}
 
 
 def split_rows(rows: Sequence[str], jobs: int) -> list[list[str]]:
