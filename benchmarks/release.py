@@ -196,7 +196,8 @@ class Context:
     baselines: tuple[Baseline, ...]
     work: Path
     cache: Path | None
-    src_tree: str
+    src_tree: str  # code_hash() of the package: the SfM rows' key
+    match_tree: str  # code_hash(exclude=NOT_MATCHING): the matching rows' key
     log: Callable[[str], None]
 
 
@@ -231,7 +232,7 @@ def _cache_key(ctx: Context, row: str, method: Model | Baseline) -> Path | None:
     if isinstance(method, Baseline):
         who = f"{method.name}|{code_hash(('eval', 'geometry.py', 'io.py'))}"
     else:
-        tree = ctx.src_tree if row.startswith("sfm") else code_hash(exclude=NOT_MATCHING)
+        tree = ctx.src_tree if row.startswith("sfm") else ctx.match_tree
         who = f"{method.sha256}|{method.max_std}|{method.dtype}|{tree}"
     return ctx.cache / f"{row}-{hashlib.sha256(who.encode()).hexdigest()[:20]}.json"
 
@@ -752,7 +753,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.baselines_only:
         models = ()
         args.rows = [r for r in args.rows if r not in ("speed",) and not r.startswith("sfm")]
-    ctx = Context(models, baselines, args.out, None if args.no_cache else args.cache, code_hash(), log)
+    ctx = Context(models, baselines, args.out, None if args.no_cache else args.cache, code_hash(),
+                  code_hash(exclude=NOT_MATCHING), log)
     log(f"release gate: candidate {cand.spec} ({cand.sha256[:12]}, max_std {cand.max_std}) against {against.spec} "
         f"({against.sha256[:12]}, max_std {against.max_std}); code {ctx.src_tree}")
     rows, started = [], time.perf_counter()
