@@ -20,7 +20,9 @@ Strecha's ground-truth cameras, or fox) the same two pipelines run on that scene
 against the true cameras: the relative pose of every pair of images (max of the rotation and translation-direction
 angles, a pair with an unregistered image counting as failed) summarised as pose AUC@5/10/20 degrees, and the error
 of the focal length found against the true one. ``--true-camera`` adds a loftr row given the scene's true
-intrinsics (``--camera PINHOLE``, their mean over the images, held fixed).
+intrinsics (``--camera PINHOLE``, their mean over the images, held fixed). A last row gives the one-camera SIFT
+model the final bundle adjustment `loftr sfm` adds (principal point refined where the images determine it), so that
+what the step gives is told apart from what the matches give.
 
     python benchmarks/bench_sfm.py [--device cpu|cuda] [--check] [--json out.json] [--loftr-args "--max-std 0"]
     python benchmarks/bench_sfm.py --scene ../shared/data/posed/castle-P19 [--true-camera] [--step 2]
@@ -156,6 +158,25 @@ def run_sift(images: Path, out: Path, single_camera: bool) -> dict:
     return {**summary(model, count, seconds, len(list(images.iterdir()))), "models": len(models)}
 
 
+def sift_refined(model_dir: Path | None, out: Path, sift: dict) -> dict:
+    """The SIFT model after `loftr sfm`'s final bundle adjustment with the principal point refined
+    (:func:`loftr.pipeline.colmap.refine_principal_points`; kept as it was where the images do not determine the
+    point): what that step gives without LoFTR's matches. Written to ``out/0``."""
+    import pycolmap
+
+    from loftr.pipeline.colmap import refine_principal_points
+
+    if model_dir is None:
+        return dict(sift)
+    rec = pycolmap.Reconstruction(model_dir)
+    t = time.perf_counter()
+    refined = refine_principal_points(rec)
+    rec = rec if refined is None else refined
+    (out / "0").mkdir(parents=True, exist_ok=True)
+    rec.write(out / "0")
+    return {**summary(out / "0", sift["models"], sift["seconds"] + time.perf_counter() - t, sift["images"])}
+
+
 def table(rows: dict[str, dict]) -> str:
     posed = all("pose_auc" in r for r in rows.values())
     extra = " pose AUC@5/10/20 (all pairs) | focal error |" if posed else ""
@@ -250,6 +271,10 @@ def posed_scene(args: argparse.Namespace) -> int:
                 out = Path(tmp) / ("sift1" if single else "sift")
                 rows[name] = run_sift(images, out, single)
                 rows[name].update(pose_accuracy(largest(out / "sparse")[0], cameras))
+            name = "pycolmap SIFT (one shared camera), principal point refined as loftr sfm does"
+            rows[name] = sift_refined(largest(Path(tmp) / "sift1" / "sparse")[0], Path(tmp) / "sift1_pp",
+                                      rows["pycolmap SIFT (one shared camera)"])
+            rows[name].update(pose_accuracy(largest(Path(tmp) / "sift1_pp")[0], cameras))
     step = f", one view in {args.step}" if args.step > 1 else ""
     print(f"{args.scene.name}{step}: {len(cameras)} images with true cameras")
     print(table(rows))

@@ -116,16 +116,22 @@ def look_at(center: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndar
     return R, -R @ center
 
 
-def views(n: int = 7, size: tuple[int, int] = (400, 300), focal: float = 330.0) -> list[View]:
-    """``n`` cameras along a gentle arc (2.4 units side to side, some forward motion), all aimed at the box."""
+def views(n: int = 7, size: tuple[int, int] = (400, 300), focal: float = 330.0,
+          principal: tuple[float, float] | None = None, roll: float = 0.0) -> list[View]:
+    """``n`` cameras along a gentle arc (2.4 units side to side, some forward motion), all aimed at the box;
+    ``principal``: the principal point (default: the image centre); ``roll``: the cameras turn about their optical
+    axes from -roll to +roll degrees along the arc."""
     w, h = size
-    K = np.array([[focal, 0, (w - 1) / 2], [0, focal, (h - 1) / 2], [0, 0, 1.0]])
+    cx, cy = ((w - 1) / 2, (h - 1) / 2) if principal is None else principal
+    K = np.array([[focal, 0, cx], [0, focal, cy], [0, 0, 1.0]])
     out = []
     for i in range(n):
         f = i / (n - 1) - 0.5
         center = np.array([2.4 * f, -0.4 + 0.3 * f * f, 0.8 * f * f + 0.6 * f])
         R, t = look_at(center, np.array([0.0, 0.3, 8.0]))
-        out.append(View(K, R, t, size))
+        a = np.radians(2 * f * roll)
+        R = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1.0]]) @ R
+        out.append(View(K, R, -R @ center, size))
     return out
 
 

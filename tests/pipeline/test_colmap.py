@@ -108,6 +108,7 @@ def test_sfm_recovers_the_exact_poses_of_a_rendered_scene(rendered, tmp_path: Pa
     matches = write_final(tmp_path / "matches.h5", loftr_like_matches(rects, views, pairs), "{}", DEFAULT_QUANTIZE)
     r = sfm_from_matches(matches, folder, pairs, tmp_path / "sfm", num_threads=2)  # the defaults of `loftr sfm`
     assert r.registered == tuple(names) and r.num_models == 1
+    assert not r.principal_point_refined  # 7 views: fewer than PRINCIPAL_POINT_MIN_IMAGES
     rec = pycolmap.Reconstruction(r.model_dir)
     assert r.num_points3d == rec.num_points3D() > 1000
     assert r.mean_reprojection_error < 1.0  # the matches' noise is 0.5 original px per axis
@@ -118,6 +119,45 @@ def test_sfm_recovers_the_exact_poses_of_a_rendered_scene(rendered, tmp_path: Pa
     baseline = np.ptp([v.center for v in views.values()], axis=0).max()
     assert rot.max() < 0.5, rot
     assert centre.max() < 0.02 * baseline, centre / baseline
+
+
+def test_a_final_bundle_adjustment_finds_an_off_centre_principal_point(tmp_path: Path) -> None:
+    """12 views, turning about their optical axes by up to 30 degrees, whose principal point lies (24, -18) px off
+    the centre of their 400x300 images: COLMAP holds it at the centre while mapping; the final bundle adjustment of
+    `loftr sfm`'s defaults moves it to the truth and the poses follow. Held at the centre
+    (``refine_principal_point=False``) the poses are worse. Without the roll the same views do not determine the
+    point (two starts end apart) and it is not refined."""
+    from PIL import Image
+
+    from loftr.pipeline.colmap import PRINCIPAL_POINT_MIN_IMAGES, refine_principal_points
+
+    truth = (199.5 + 24.0, 149.5 - 18.0)
+    rects, named = sc.scene(), {}
+    for i, v in enumerate(sc.views(12, principal=truth, roll=30.0)):
+        named[f"frame_{i:02d}.png"] = v
+        Image.new("L", v.size).save(tmp_path / f"frame_{i:02d}.png")  # COLMAP reads sizes only: matches are given
+    names = sorted(named)
+    assert len(names) >= PRINCIPAL_POINT_MIN_IMAGES
+    pairs = sequential_pairs(names, 3)
+    matches = write_final(tmp_path / "matches.h5", loftr_like_matches(rects, named, pairs), "{}", DEFAULT_QUANTIZE)
+    auto = sfm_from_matches(matches, tmp_path, pairs, tmp_path / "auto", num_threads=2)
+    held = sfm_from_matches(matches, tmp_path, pairs, tmp_path / "held", num_threads=2, refine_principal_point=False)
+    assert auto.principal_point_refined and not held.principal_point_refined
+    assert auto.registered == held.registered == tuple(names)
+    rec, rec_held = pycolmap.Reconstruction(auto.model_dir), pycolmap.Reconstruction(held.model_dir)
+    (camera,), (camera_held,) = rec.cameras.values(), rec_held.cameras.values()
+    assert (camera_held.principal_point_x, camera_held.principal_point_y) == (200.0, 150.0)  # the centre, COLMAP's
+    np.testing.assert_allclose([camera.principal_point_x - 0.5, camera.principal_point_y - 0.5], truth, atol=4.0)
+    rot, centre = pose_errors(rec, named)
+    rot_held, centre_held = pose_errors(rec_held, named)
+    assert rot.mean() < 0.5 * rot_held.mean(), (rot, rot_held)
+    assert centre.mean() < centre_held.mean()
+    assert refine_principal_points(rec_held, max_shift=0.01) is None  # a 6 % move: not trusted, the caller keeps it
+
+    flat = {n: v for n, v in zip(names, sc.views(12, principal=truth))}  # no roll: the arc leaves the point loose
+    matches = write_final(tmp_path / "flat.h5", loftr_like_matches(rects, flat, pairs), "{}", DEFAULT_QUANTIZE)
+    r = sfm_from_matches(matches, tmp_path, pairs, tmp_path / "flat", num_threads=2)
+    assert r.registered == tuple(names) and not r.principal_point_refined
 
 
 def test_database_holds_the_merged_keypoints_and_matches_of_the_file(rendered, tmp_path: Path) -> None:

@@ -128,7 +128,7 @@ def cmd_sfm(args: argparse.Namespace) -> int:
                 quantize=args.quantize, camera_mode=args.camera_mode, min_matches=args.min_matches,
                 init_min_inliers=args.init_min_inliers, abs_pose_min_inliers=args.abs_pose_min_inliers,
                 progress=not args.no_progress, camera=camera, refine_camera=args.refine_camera,
-                min_inlier_ratio=args.min_inlier_ratio)
+                min_inlier_ratio=args.min_inlier_ratio, refine_principal_point=args.refine_principal_point)
     if r.model_dir is None:
         print(f"no reconstruction: none of the {r.num_images} images could be registered")
         return 1
@@ -136,7 +136,8 @@ def cmd_sfm(args: argparse.Namespace) -> int:
     how = "self-calibrated" if camera is None else ("refined" if args.refine_camera else "given")
     print(f"registered {r.num_registered}/{r.num_images} images, {r.num_points3d} points, mean reprojection error "
           f"{r.mean_reprojection_error:.3f} px, mean track length {r.mean_track_length:.2f} "
-          f"({r.num_models} model(s)), focal length {focal} px ({how}); model written to {r.model_dir}")
+          f"({r.num_models} model(s)), focal length {focal} px ({how}"
+          f"{', principal point refined' if r.principal_point_refined else ''}); model written to {r.model_dir}")
     if camera is None:
         print("note: the focal length was found from the images alone; a forward-moving sequence cannot fix it "
               "(give --camera when the calibration is known)", file=sys.stderr)
@@ -174,7 +175,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the pipeline's sub-commands to the ``loftr`` parser."""
     from ..options import add_model_args
-    from .colmap import MIN_INLIER_RATIO
+    from .colmap import MIN_INLIER_RATIO, PRINCIPAL_POINT_MIN_IMAGES
     from .pairs import AUTO_EXHAUSTIVE_MAX, AUTO_RETRIEVAL, AUTO_SEQUENTIAL
 
     p = sub.add_parser("pairs", help="write an hloc pairs file for a folder of images")
@@ -224,6 +225,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "model), or a file: that line, a 3x3 K, or a COLMAP cameras.txt line")
     p.add_argument("--refine-camera", action=argparse.BooleanOptionalAction, default=None,
                    help="refine the --camera intrinsics in bundle adjustment (default: hold them fixed)")
+    p.add_argument("--refine-principal-point", action=argparse.BooleanOptionalAction, default=None,
+                   help="refine the principal point in a final bundle adjustment (default: when the intrinsics are "
+                        f"refined and every camera holds at least {PRINCIPAL_POINT_MIN_IMAGES} registered images)")
     add_model_args(p, max_size=SFM_MAX_SIZE)
     p.set_defaults(func=cmd_sfm)
 

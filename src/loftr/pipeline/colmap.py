@@ -19,6 +19,13 @@ So the mapper runs with that filter widened to :data:`MAPPING_BOGUS_LIMITS` wher
 cameras keep COLMAP's filter), and the final model's cameras are checked against COLMAP's own limits
 (:attr:`SfMResult.bogus_cameras`). A forward-moving sequence still cannot fix the focal length (the one found may be
 off by a large factor): give the calibration there (``camera=``, ``--camera``).
+
+The principal point: COLMAP holds it at the image centre, where few cameras have it (castle-P19's lies 9 px off in
+1536x1024 images), and that offset bends every pose by a fraction of a degree. Once the model is built, a final
+bundle adjustment refines it with the focal length and distortion, where every camera of the model holds at least
+:data:`PRINCIPAL_POINT_MIN_IMAGES` registered images. The images must determine it: refined again from a start 5 %
+of the image away it must end at the same point, else (forward motion, views all turning about one axis) the model
+is kept as the mapper left it (:func:`refine_principal_points`). Measured on castle-P19: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -46,6 +53,13 @@ MAPPING_BOGUS_LIMITS = (1e-3, 1e3, 1e3)
 """(min focal / size, max focal / size, max |extra parameter|) beyond which the mapper drops an image's camera as
 bogus while mapping; COLMAP's own (0.1, 10, 1) judge the final model (:data:`COLMAP_BOGUS_LIMITS`)."""
 COLMAP_BOGUS_LIMITS = (0.1, 10.0, 1.0)
+PRINCIPAL_POINT_MIN_IMAGES = 10
+"""Fewest registered images of each camera of a model for the final bundle adjustment to refine principal points."""
+PRINCIPAL_POINT_MAX_SHIFT = 0.1
+"""Largest move of a refined principal point, as a share of the image's width and height, that is kept."""
+PRINCIPAL_POINT_AGREEMENT = 0.005
+"""Largest distance, as a share of the image size, between the principal points refined from two starts 5 % apart
+for the refinement to be kept (:func:`refine_principal_points`)."""
 MIN_INLIER_RATIO = 0.5
 """Fewest inliers per match of a verified pair. LoFTR matches any two images, also views that do not overlap,
 and on repeated structure RANSAC's F then finds a hundred inliers or more among them: of castle-P19's 171 pairs, 103
@@ -57,7 +71,8 @@ class SfMResult:
     """The largest reconstruction: its folder, registered image names, 3-D points, mean reprojection error (px)
     and mean track length; ``num_images`` images were given and ``num_models`` models came out. ``focal_lengths``:
     the mean focal length (px) of each camera of the model; ``bogus_cameras``: how many of them COLMAP's own limits
-    (:data:`COLMAP_BOGUS_LIMITS`) call bogus."""
+    (:data:`COLMAP_BOGUS_LIMITS`) call bogus; ``principal_point_refined``: whether the final bundle adjustment
+    refined the principal points (module doc)."""
 
     model_dir: Path | None
     num_images: int
@@ -68,6 +83,7 @@ class SfMResult:
     num_models: int
     focal_lengths: tuple[float, ...] = ()
     bogus_cameras: int = 0
+    principal_point_refined: bool = False
 
     @property
     def num_registered(self) -> int:
@@ -198,12 +214,15 @@ def verify(db_path: str | Path, pairs: Sequence[Pair], pairs_path: str | Path, *
 def reconstruct(db_path: str | Path, image_dir: str | Path, out_dir: str | Path, *, num_images: int,
                 min_matches: int = 15, init_min_inliers: int = 100, abs_pose_min_inliers: int = 30,
                 pixel_scale: float = 1.0, num_threads: int = -1, refine_camera: bool = True,
-                bogus_limits: tuple[float, float, float] = MAPPING_BOGUS_LIMITS) -> SfMResult:
+                bogus_limits: tuple[float, float, float] = MAPPING_BOGUS_LIMITS,
+                refine_principal_point: bool | None = None) -> SfMResult:
     """Incremental mapping; the largest model goes to ``out_dir/N`` (COLMAP's binary format).
 
     ``refine_camera``: refine the focal length and distortion (COLMAP's default); False holds the database's
     cameras fixed (a known calibration). ``bogus_limits``: (min focal / size, max focal / size, max |extra|) past
-    which the mapper drops a camera's images (see the module doc).
+    which the mapper drops a camera's images (see the module doc). ``refine_principal_point``: a final bundle
+    adjustment refining the principal points too; None (default): when ``refine_camera`` and every camera of the model
+    holds at least :data:`PRINCIPAL_POINT_MIN_IMAGES` registered images (:func:`refine_principal_points`).
 
     ``pixel_scale`` (original pixels per matching pixel) multiplies COLMAP's pixel thresholds, which assume
     keypoints located to about a pixel of the original image; ``init_min_inliers`` / ``abs_pose_min_inliers``: the
@@ -233,6 +252,11 @@ def reconstruct(db_path: str | Path, image_dir: str | Path, out_dir: str | Path,
         return SfMResult(None, num_images, (), 0, float("nan"), float("nan"), 0)
     best_id = max(models, key=lambda k: models[k].num_reg_images())
     rec = models[best_id]
+    if refine_principal_point is None:
+        per_camera = np.bincount([rec.images[i].camera_id for i in rec.reg_image_ids()])
+        refine_principal_point = refine_camera and per_camera[per_camera > 0].min() >= PRINCIPAL_POINT_MIN_IMAGES
+    trial = refine_principal_points(rec, refine_camera) if refine_principal_point else None
+    rec = rec if trial is None else trial
     model_dir = out_dir / str(best_id)
     rec.write(model_dir)
     registered = tuple(sorted(rec.images[i].name for i in rec.reg_image_ids()))
@@ -240,13 +264,46 @@ def reconstruct(db_path: str | Path, image_dir: str | Path, out_dir: str | Path,
     bogus = sum(bool(c.has_bogus_params(*COLMAP_BOGUS_LIMITS)) for c in cameras)
     result = SfMResult(model_dir, num_images, registered, int(rec.num_points3D()),
                        float(rec.compute_mean_reprojection_error()), float(rec.compute_mean_track_length()),
-                       len(models), tuple(float(c.mean_focal_length()) for c in cameras), bogus)
+                       len(models), tuple(float(c.mean_focal_length()) for c in cameras), bogus, trial is not None)
     log.info("reconstruction: %d/%d images registered, %d points, mean reprojection error %.3f px",
              result.num_registered, num_images, result.num_points3d, result.mean_reprojection_error)
     if bogus:
         log.warning("%d camera(s) of the model have implausible intrinsics (COLMAP's limits): give the calibration",
                     bogus)
     return result
+
+
+def refine_principal_points(rec, refine_intrinsics: bool = True, max_shift: float = PRINCIPAL_POINT_MAX_SHIFT,
+                            agreement: float = PRINCIPAL_POINT_AGREEMENT):
+    """A copy of ``rec`` (a pycolmap Reconstruction) after a bundle adjustment that refines every camera's principal
+    point, with its focal length and extra parameters when ``refine_intrinsics``; None when the images do not
+    determine the principal point, so that the caller keeps ``rec``. Determined means: a second adjustment started
+    from principal points moved by 5 % of the image size ends within ``agreement`` of the size at the same points
+    (a flat optimum, as forward motion or views that all turn about one axis give, ends wherever it starts), and no
+    principal point moved more than ``max_shift`` of its image's width or height."""
+    pycolmap = _pycolmap()
+    options = pycolmap.BundleAdjustmentOptions()
+    options.refine_principal_point = True
+    options.refine_focal_length = options.refine_extra_params = bool(refine_intrinsics)
+    trials = []
+    for start in (0.0, 0.05):
+        trial = pycolmap.Reconstruction(rec)
+        for cam in trial.cameras.values():
+            cam.principal_point_x += start * cam.width
+            cam.principal_point_y += start * cam.height
+        pycolmap.bundle_adjustment(trial, options)
+        trials.append(trial)
+    for cam_id, before in rec.cameras.items():
+        size = np.array([before.width, before.height], np.float64)
+        p0, p1 = (np.array([t.cameras[cam_id].principal_point_x, t.cameras[cam_id].principal_point_y]) for t in trials)
+        shift, spread = np.max(np.abs(p0 - [before.principal_point_x, before.principal_point_y]) / size), \
+            np.max(np.abs(p1 - p0) / size)
+        if not (shift <= max_shift and spread <= agreement and np.all(np.isfinite(trials[0].cameras[cam_id].params))):
+            log.info("principal point of camera %d not determined by the images (moved %.1f %%, two starts %.1f %% "
+                     "apart): kept at (%.1f, %.1f)", cam_id, 100 * shift, 100 * spread, before.principal_point_x,
+                     before.principal_point_y)
+            return None
+    return trials[0]
 
 
 def pixel_scale_of(matches_h5: str | Path) -> float:
@@ -272,7 +329,8 @@ def run_sfm(matcher: "Matcher", image_dir: str | Path, pairs: Sequence[Pair], ou
             batch_size: int = 4, workers: int = 0, quantize: float = DEFAULT_QUANTIZE, camera_mode: str = "auto",
             min_matches: int = 15, init_min_inliers: int = 30, abs_pose_min_inliers: int = 15,
             num_threads: int = -1, progress: bool = False, camera: CameraSpec | None = None,
-            refine_camera: bool | None = None, min_inlier_ratio: float = MIN_INLIER_RATIO) -> SfMResult:
+            refine_camera: bool | None = None, min_inlier_ratio: float = MIN_INLIER_RATIO,
+            refine_principal_point: bool | None = None) -> SfMResult:
     """Match into ``out_dir/matches.h5`` (:func:`~loftr.pipeline.batch.match_pairs`, resumable), then
     :func:`sfm_from_matches` into ``out_dir`` (database.db, pairs.txt, sparse/)."""
     out_dir = Path(out_dir)
@@ -283,18 +341,19 @@ def run_sfm(matcher: "Matcher", image_dir: str | Path, pairs: Sequence[Pair], ou
     return sfm_from_matches(matches, image_dir, pairs, out_dir, camera_mode=camera_mode, min_matches=min_matches,
                             init_min_inliers=init_min_inliers, abs_pose_min_inliers=abs_pose_min_inliers,
                             num_threads=num_threads, camera=camera, refine_camera=refine_camera,
-                            min_inlier_ratio=min_inlier_ratio)
+                            min_inlier_ratio=min_inlier_ratio, refine_principal_point=refine_principal_point)
 
 
 def sfm_from_matches(matches: str | Path, image_dir: str | Path, pairs: Sequence[Pair], out_dir: str | Path, *,
                      camera_mode: str = "auto", min_matches: int = 15, init_min_inliers: int = 30,
                      abs_pose_min_inliers: int = 15, num_threads: int = -1, camera: CameraSpec | None = None,
-                     refine_camera: bool | None = None, min_inlier_ratio: float = MIN_INLIER_RATIO) -> SfMResult:
+                     refine_camera: bool | None = None, min_inlier_ratio: float = MIN_INLIER_RATIO,
+                     refine_principal_point: bool | None = None) -> SfMResult:
     """Database, verification and reconstruction into ``out_dir`` from a final ``match-pairs`` file of ``pairs``.
     COLMAP's pixel thresholds (4 px) become 2 network-input pixels when images are shrunk more than 2x for
     matching; the inlier minimums default lower than COLMAP's, for LoFTR's sparser matches at small sizes.
     ``camera``: a known calibration in original pixels, held fixed unless ``refine_camera`` (default: refine only
-    a guessed camera)."""
+    a guessed camera). ``refine_principal_point``: see :func:`reconstruct`."""
     pycolmap = _pycolmap()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -316,10 +375,11 @@ def sfm_from_matches(matches: str | Path, image_dir: str | Path, pairs: Sequence
                            init_min_inliers=init_min_inliers, abs_pose_min_inliers=abs_pose_min_inliers,
                            pixel_scale=factor, num_threads=num_threads,
                            refine_camera=camera is None if refine_camera is None else refine_camera,
-                           bogus_limits=limits)
+                           bogus_limits=limits, refine_principal_point=refine_principal_point)
     finally:
         pycolmap.logging.minloglevel = level
 
 
 __all__ = ["SfMResult", "create_database", "verify", "reconstruct", "run_sfm", "sfm_from_matches", "pixel_scale_of",
-           "camera_groups", "CAMERA_MODES", "MAPPING_BOGUS_LIMITS", "COLMAP_BOGUS_LIMITS", "MIN_INLIER_RATIO"]
+           "camera_groups", "refine_principal_points", "CAMERA_MODES", "MAPPING_BOGUS_LIMITS", "COLMAP_BOGUS_LIMITS",
+           "MIN_INLIER_RATIO", "PRINCIPAL_POINT_MIN_IMAGES", "PRINCIPAL_POINT_MAX_SHIFT", "PRINCIPAL_POINT_AGREEMENT"]
