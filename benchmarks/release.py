@@ -432,7 +432,7 @@ def _sfm_loftr(model: Model, images: Path, out: Path) -> tuple[Path | None, int,
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     model_dir, count = largest(out / "sparse")
-    return model_dir, count, time.perf_counter() - t, (proc.stdout + proc.stderr).strip()[-600:]
+    return model_dir, count, time.perf_counter() - t, (proc.stderr + proc.stdout).strip()[-600:]  # summary last
 
 
 def _sfm_sift(images: Path, out: Path) -> tuple[Path | None, int, float, str]:
@@ -480,7 +480,8 @@ def sfm_row(ctx: Context, key: str, title: str, images: list[Path], cameras: dic
             for label, model in todo.items():
                 run = _sfm_sift if isinstance(model, Baseline) else (lambda i, o, m=model: _sfm_loftr(m, i, o))
                 model_dir, count, seconds, tail = run(folder, Path(tmp) / label.replace(" ", "_"))
-                ctx.log(f"  {key} {label}: {seconds:.0f} s; {tail.splitlines()[-1] if tail else ''}")
+                said = [ln for ln in tail.splitlines() if ln.startswith("registered")] or tail.splitlines()[-1:]
+                ctx.log(f"  {key} {label}: {seconds:.0f} s; {said[-1] if said else ''}")  # loftr sfm's summary
                 out[label] = _sfm_stats(model_dir, count, len(images), cameras)
                 out[label]["seconds"] = Stat(seconds)
         return out
