@@ -160,6 +160,46 @@ def test_a_final_bundle_adjustment_finds_an_off_centre_principal_point(tmp_path:
     assert r.registered == tuple(names) and not r.principal_point_refined
 
 
+def test_a_misregistered_image_is_found_and_its_weakest_pair_dropped(rendered, tmp_path: Path) -> None:
+    """A correct model has no misregistered image; one image turned half about (as one wrong pair on repeated
+    structure can register it) is found, alone: every one of its pairs disagrees with the model, while each of its
+    neighbours keeps most of its pairs. Its weakest pair is the one with the fewest inliers per match, and dropping
+    it removes that geometry from the database."""
+    from loftr.pipeline.colmap import drop_pairs, misregistered_images, weakest_pairs
+
+    folder, rects, views = rendered
+    names = sorted(views)
+    pairs = sequential_pairs(names, 3)
+    matches = write_final(tmp_path / "matches.h5", loftr_like_matches(rects, views, pairs), "{}", DEFAULT_QUANTIZE)
+    r = sfm_from_matches(matches, folder, pairs, tmp_path / "sfm", num_threads=2)
+    db_path = tmp_path / "sfm" / "database.db"
+    rec = pycolmap.Reconstruction(r.model_dir)
+    assert misregistered_images(rec, db_path, 4.0) == []
+    image = next(im for im in rec.images.values() if im.name == names[3])
+    frame = rec.frames[image.frame_id]
+    half_turn = pycolmap.Rigid3d(pycolmap.Rotation3d(np.array([0.0, 1.0, 0.0, 0.0])), np.zeros(3))  # 180° about y
+    frame.rig_from_world = half_turn * frame.rig_from_world
+    assert misregistered_images(rec, db_path, 4.0) == [names[3]]
+
+    (weakest,) = weakest_pairs(db_path, [names[3]])
+    assert names[3] in weakest
+    db = pycolmap.Database.open(db_path)
+    try:
+        ids = {im.name: im.image_id for im in db.read_all_images()}
+        ratio = {p: db.read_two_view_geometry(ids[p[0]], ids[p[1]]).inlier_matches.shape[0]
+                 / len(db.read_matches(ids[p[0]], ids[p[1]])) for p in pairs if names[3] in p}
+    finally:
+        db.close()
+    assert ratio[weakest] == min(ratio.values())
+    drop_pairs(db_path, [weakest])
+    db = pycolmap.Database.open(db_path)
+    try:
+        assert not db.exists_two_view_geometry(ids[weakest[0]], ids[weakest[1]])
+        assert db.num_verified_image_pairs() == len(pairs) - 1
+    finally:
+        db.close()
+
+
 def test_database_holds_the_merged_keypoints_and_matches_of_the_file(rendered, tmp_path: Path) -> None:
     folder, rects, views = rendered
     names = sorted(views)[:3]

@@ -26,11 +26,17 @@ bundle adjustment refines it with the focal length and distortion, where every c
 :data:`PRINCIPAL_POINT_MIN_IMAGES` registered images. The images must determine it: refined again from a start 5 %
 of the image away it must end at the same point, else (forward motion, views all turning about one axis) the model
 is kept as the mapper left it (:func:`refine_principal_points`). Measured on castle-P19: benchmarks/README.md.
+
+Misregistered images: one wrong pair that passes verification (repeated facades) can register an image turned
+about; the mapper keeps it, and every true pair of that image then disagrees with the model. After mapping,
+:func:`misregistered_images` finds such images, the pair with the fewest inliers per match of each is dropped
+(:func:`weakest_pairs`) and the model is mapped again, at most :data:`MAX_REMAPS` times.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -60,6 +66,11 @@ PRINCIPAL_POINT_MAX_SHIFT = 0.1
 PRINCIPAL_POINT_AGREEMENT = 0.005
 """Largest distance, as a share of the image size, between the principal points refined from two starts 5 % apart
 for the refinement to be kept (:func:`refine_principal_points`)."""
+MISREGISTERED_SHARE = 0.5
+"""An image of a model whose verified pairs' inliers agree with the model less than this share (Sampson distance to
+the model's epipolar geometry within verification's threshold) is misregistered (:func:`misregistered_images`)."""
+MAX_REMAPS = 2
+"""How many times :func:`sfm_from_matches` maps again after dropping the pair that misregistered an image."""
 MIN_INLIER_RATIO = 0.5
 """Fewest inliers per match of a verified pair. LoFTR matches any two images, also views that do not overlap,
 and on repeated structure RANSAC's F then finds a hundred inliers or more among them: of castle-P19's 171 pairs, 103
@@ -306,6 +317,84 @@ def refine_principal_points(rec, refine_intrinsics: bool = True, max_shift: floa
     return trials[0]
 
 
+def misregistered_images(rec, db_path: str | Path, max_error: float,
+                         share: float = MISREGISTERED_SHARE) -> list[str]:
+    """Names of the registered images of ``rec`` (a pycolmap Reconstruction of the database ``db_path``) whose verified
+    pairs with other registered images disagree with the model: fewer than ``share`` of those pairs' inliers, all
+    pairs together, lie within ``max_error`` px (Sampson distance) of the epipolar geometry of the model's two
+    cameras. One wrong pair (repeated structure) can register an image turned about, and every true pair of that
+    image then disagrees with the model."""
+    pycolmap = _pycolmap()
+    images = {rec.images[i].name: rec.images[i] for i in rec.reg_image_ids()}
+    agree: dict[str, float] = {}
+    total: dict[str, float] = {}
+    db = pycolmap.Database.open(Path(db_path))
+    try:
+        names = {im.image_id: im.name for im in db.read_all_images()}
+        for pair_id, g in zip(*db.read_two_view_geometries()):
+            m = g.inlier_matches
+            a, b = (names[i] for i in pycolmap.pair_id_to_image_pair(pair_id))
+            if len(m) == 0 or a not in images or b not in images:
+                continue
+            ia, ib = db.read_image_with_name(a).image_id, db.read_image_with_name(b).image_id
+            x0 = np.c_[db.read_keypoints(ia)[m[:, 0], :2], np.ones(len(m))]
+            x1 = np.c_[db.read_keypoints(ib)[m[:, 1], :2], np.ones(len(m))]
+            F = _fundamental(rec, images[a], images[b])
+            l1, l0 = x0 @ F.T, x1 @ F  # epipolar lines in image b of x0, in image a of x1
+            err = (l1 * x1).sum(1) ** 2 / (l1[:, 0] ** 2 + l1[:, 1] ** 2 + l0[:, 0] ** 2 + l0[:, 1] ** 2)
+            good = float(np.sum(err <= max_error ** 2))
+            for n in (a, b):
+                agree[n] = agree.get(n, 0.0) + good
+                total[n] = total.get(n, 0.0) + len(m)
+    finally:
+        db.close()
+    return sorted(n for n in total if agree[n] < share * total[n])
+
+
+def _fundamental(rec, image0, image1) -> np.ndarray:
+    """F with x1^T F x0 = 0 between two registered images of ``rec`` (COLMAP pixel coordinates)."""
+    K0 = rec.cameras[image0.camera_id].calibration_matrix()
+    K1 = rec.cameras[image1.camera_id].calibration_matrix()
+    T0, T1 = np.eye(4), np.eye(4)
+    T0[:3], T1[:3] = image0.cam_from_world().matrix(), image1.cam_from_world().matrix()
+    T = T1 @ np.linalg.inv(T0)
+    t = T[:3, 3]
+    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+    return np.linalg.inv(K1).T @ tx @ T[:3, :3] @ np.linalg.inv(K0)
+
+
+def weakest_pairs(db_path: str | Path, names: Sequence[str]) -> list[Pair]:
+    """For each image of ``names``: its verified pair with the smallest share of inliers among its matches (the
+    likeliest wrong pair: on castle-P19 the wrong pairs verify at 0.50-0.63, most true ones well above)."""
+    pycolmap = _pycolmap()
+    db = pycolmap.Database.open(Path(db_path))
+    try:
+        ids = {im.image_id: im.name for im in db.read_all_images()}
+        best: dict[str, tuple[float, Pair]] = {}
+        for pair_id, g in zip(*db.read_two_view_geometries()):
+            if len(g.inlier_matches) == 0:
+                continue
+            i, j = pycolmap.pair_id_to_image_pair(pair_id)
+            ratio = len(g.inlier_matches) / max(1, len(db.read_matches(i, j)))
+            for n in (ids[i], ids[j]):
+                if n in names and (n not in best or ratio < best[n][0]):
+                    best[n] = (ratio, (ids[i], ids[j]))
+        return sorted({p for _, p in best.values()})
+    finally:
+        db.close()
+
+
+def drop_pairs(db_path: str | Path, pairs: Sequence[Pair]) -> None:
+    """Remove the two-view geometries of ``pairs`` from the database: the mapper no longer uses them."""
+    pycolmap = _pycolmap()
+    db = pycolmap.Database.open(Path(db_path))
+    try:
+        for a, b in pairs:
+            db.delete_two_view_geometry(db.read_image_with_name(a).image_id, db.read_image_with_name(b).image_id)
+    finally:
+        db.close()
+
+
 def pixel_scale_of(matches_h5: str | Path) -> float:
     """Median original pixels per network-input pixel over the images of a final ``match-pairs`` file."""
     from .h5 import read_raw
@@ -371,15 +460,28 @@ def sfm_from_matches(matches: str | Path, image_dir: str | Path, pairs: Sequence
             raise PipelineError("no pair passed geometric verification: nothing to reconstruct")
         n_images = len({n for p in pairs for n in p})
         limits = MAPPING_BOGUS_LIMITS if _shares_cameras(db) else COLMAP_BOGUS_LIMITS
-        return reconstruct(db, image_dir, out_dir / "sparse", num_images=n_images, min_matches=min_matches,
-                           init_min_inliers=init_min_inliers, abs_pose_min_inliers=abs_pose_min_inliers,
-                           pixel_scale=factor, num_threads=num_threads,
-                           refine_camera=camera is None if refine_camera is None else refine_camera,
-                           bogus_limits=limits, refine_principal_point=refine_principal_point)
+        for attempt in range(MAX_REMAPS + 1):
+            shutil.rmtree(out_dir / "sparse", ignore_errors=True)
+            result = reconstruct(db, image_dir, out_dir / "sparse", num_images=n_images, min_matches=min_matches,
+                                 init_min_inliers=init_min_inliers, abs_pose_min_inliers=abs_pose_min_inliers,
+                                 pixel_scale=factor, num_threads=num_threads,
+                                 refine_camera=camera is None if refine_camera is None else refine_camera,
+                                 bogus_limits=limits, refine_principal_point=refine_principal_point)
+            if result.model_dir is None or attempt == MAX_REMAPS:
+                return result
+            wrong = misregistered_images(pycolmap.Reconstruction(result.model_dir), db, 4.0 * factor)
+            if not wrong:
+                return result
+            dropped = weakest_pairs(db, wrong)
+            log.warning("misregistered (their pairs disagree with the model): %s; mapping again without %s",
+                        ", ".join(wrong), ", ".join(f"{a}-{b}" for a, b in dropped))
+            drop_pairs(db, dropped)
+        return result
     finally:
         pycolmap.logging.minloglevel = level
 
 
 __all__ = ["SfMResult", "create_database", "verify", "reconstruct", "run_sfm", "sfm_from_matches", "pixel_scale_of",
            "camera_groups", "refine_principal_points", "CAMERA_MODES", "MAPPING_BOGUS_LIMITS", "COLMAP_BOGUS_LIMITS",
-           "MIN_INLIER_RATIO", "PRINCIPAL_POINT_MIN_IMAGES", "PRINCIPAL_POINT_MAX_SHIFT", "PRINCIPAL_POINT_AGREEMENT"]
+           "MIN_INLIER_RATIO", "misregistered_images", "weakest_pairs", "drop_pairs", "MISREGISTERED_SHARE", "MAX_REMAPS",
+           "PRINCIPAL_POINT_MIN_IMAGES", "PRINCIPAL_POINT_MAX_SHIFT", "PRINCIPAL_POINT_AGREEMENT"]
