@@ -174,7 +174,7 @@ def sift_refined(model_dir: Path | None, out: Path, sift: dict) -> dict:
     rec = rec if refined is None else refined
     (out / "0").mkdir(parents=True, exist_ok=True)
     rec.write(out / "0")
-    return {**summary(out / "0", sift["models"], sift["seconds"] + time.perf_counter() - t, sift["images"])}
+    return summary(out / "0", sift["models"], sift["seconds"] + time.perf_counter() - t, sift["images"])
 
 
 def table(rows: dict[str, dict]) -> str:

@@ -324,6 +324,8 @@ def misregistered_images(rec, db_path: str | Path, max_error: float,
     pairs together, lie within ``max_error`` px (Sampson distance) of the epipolar geometry of the model's two
     cameras. One wrong pair (repeated structure) can register an image turned about, and every true pair of that
     image then disagrees with the model."""
+    from ..geometry import fundamental_from_pose, sampson_distance
+
     pycolmap = _pycolmap()
     images = {rec.images[i].name: rec.images[i] for i in rec.reg_image_ids()}
     agree: dict[str, float] = {}
@@ -333,34 +335,22 @@ def misregistered_images(rec, db_path: str | Path, max_error: float,
         names = {im.image_id: im.name for im in db.read_all_images()}
         for pair_id, g in zip(*db.read_two_view_geometries()):
             m = g.inlier_matches
-            a, b = (names[i] for i in pycolmap.pair_id_to_image_pair(pair_id))
+            i, j = pycolmap.pair_id_to_image_pair(pair_id)
+            a, b = names[i], names[j]
             if len(m) == 0 or a not in images or b not in images:
                 continue
-            ia, ib = db.read_image_with_name(a).image_id, db.read_image_with_name(b).image_id
-            x0 = np.c_[db.read_keypoints(ia)[m[:, 0], :2], np.ones(len(m))]
-            x1 = np.c_[db.read_keypoints(ib)[m[:, 1], :2], np.ones(len(m))]
-            F = _fundamental(rec, images[a], images[b])
-            l1, l0 = x0 @ F.T, x1 @ F  # epipolar lines in image b of x0, in image a of x1
-            err = (l1 * x1).sum(1) ** 2 / (l1[:, 0] ** 2 + l1[:, 1] ** 2 + l0[:, 0] ** 2 + l0[:, 1] ** 2)
-            good = float(np.sum(err <= max_error ** 2))
+            rel = images[b].cam_from_world() * images[a].cam_from_world().inverse()  # camera a -> camera b
+            F = fundamental_from_pose(rel.rotation.matrix(), rel.translation,
+                                      rec.cameras[images[a].camera_id].calibration_matrix(),
+                                      rec.cameras[images[b].camera_id].calibration_matrix())
+            d = sampson_distance(db.read_keypoints(i)[m[:, 0], :2], db.read_keypoints(j)[m[:, 1], :2], F)
+            good = float(np.sum(d <= max_error))
             for n in (a, b):
                 agree[n] = agree.get(n, 0.0) + good
                 total[n] = total.get(n, 0.0) + len(m)
     finally:
         db.close()
     return sorted(n for n in total if agree[n] < share * total[n])
-
-
-def _fundamental(rec, image0, image1) -> np.ndarray:
-    """F with x1^T F x0 = 0 between two registered images of ``rec`` (COLMAP pixel coordinates)."""
-    K0 = rec.cameras[image0.camera_id].calibration_matrix()
-    K1 = rec.cameras[image1.camera_id].calibration_matrix()
-    T0, T1 = np.eye(4), np.eye(4)
-    T0[:3], T1[:3] = image0.cam_from_world().matrix(), image1.cam_from_world().matrix()
-    T = T1 @ np.linalg.inv(T0)
-    t = T[:3, 3]
-    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
-    return np.linalg.inv(K1).T @ tx @ T[:3, :3] @ np.linalg.inv(K0)
 
 
 def weakest_pairs(db_path: str | Path, names: Sequence[str]) -> list[Pair]:
