@@ -84,6 +84,9 @@ class Matcher:
         rotations: test-time rotation (the network is not rotation-invariant): 1 (none), 2 (image1 at 0 and 180
             degrees) or 4 (0, 90, 180, 270); the rotation with the most matches that a fundamental matrix verifies
             wins, its keypoints given back in image1's original frame. Costs one match per rotation.
+        two_way: each coarse match gives two correspondences, image0's cell centre refined in image1 and image1's
+            refined in image0 (:meth:`LoFTR.run <loftr.model.loftr.LoFTR.run>`), so that an image's grid keypoints
+            are shared by all its pairs whichever side it is on: longer tracks for SfM, twice the matches.
     """
 
     def __init__(self, model: str | LoFTR = "default", *, weights: str | Path | None = None, preset: str | None = None,
@@ -91,11 +94,11 @@ class Matcher:
                  threshold: float | None = None, max_std: float | None = None, max_matches: int | None = None,
                  device: str | torch.device | None = "cpu",
                  dtype: str | torch.dtype = "fp32", fast: bool = True, compile: bool = False,
-                 max_pixels: int | None = MAX_PIXELS, rotations: int = 1) -> None:
+                 max_pixels: int | None = MAX_PIXELS, rotations: int = 1, two_way: bool = False) -> None:
         _check_options(resize, max_size, threshold, max_matches, max_pixels, max_std)
         if rotations not in ROTATIONS:
             raise LoFTRError(f"rotations must be one of {', '.join(map(str, ROTATIONS))}, got {rotations}")
-        self.rotations = rotations
+        self.rotations, self.two_way = rotations, two_way
         self.device = resolve_device(device)
         if isinstance(dtype, str):
             if dtype not in _DTYPES:
@@ -167,10 +170,11 @@ class Matcher:
         if (m0 is None) != (m1 is None):  # one side padded: give the other an all-valid mask
             m0 = m0 if m0 is not None else torch.ones(img0.shape[0], *img0.shape[2:], dtype=torch.bool, device=dev)
             m1 = m1 if m1 is not None else torch.ones(img1.shape[0], *img1.shape[2:], dtype=torch.bool, device=dev)
+        extra = {"two_way": True} if self.two_way else {}
         if self.dtype == torch.float32 or self.model.backbone.conv1.weight.dtype == self.dtype:
-            return self.model.match(img0, img1, m0, m1, thr=self.threshold, max_std=self.max_std)
+            return self.model.match(img0, img1, m0, m1, thr=self.threshold, max_std=self.max_std, **extra)
         with torch.autocast(device_type=dev.type, dtype=self.dtype):
-            return self.model.match(img0, img1, m0, m1, thr=self.threshold, max_std=self.max_std)
+            return self.model.match(img0, img1, m0, m1, thr=self.threshold, max_std=self.max_std, **extra)
 
     def _to_original(self, m: Matches, p0: PreparedImage, p1: PreparedImage) -> Matches:
         k0 = to_original(m.keypoints0.float(), p0.scale) if p0.scale != (1.0, 1.0) else m.keypoints0.float()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -108,3 +109,25 @@ def test_pairs_command_writes_a_pairs_file(images: Path, tmp_path: Path, capsys)
     assert "11 pairs written" in capsys.readouterr().out
     lines = (tmp_path / "p.txt").read_text().splitlines()
     assert lines[0] == "kitti_000100.png kitti_000101.png" and len(lines) == 11
+
+
+def test_two_way_matching_shares_an_images_grid_keypoints_across_its_pairs(images: Path, tiny_weights: Path,
+                                                                           tmp_path: Path) -> None:
+    """Image b is image1 of (a, b) and image0 of (b, c): one-way, its keypoints of the two pairs are different points
+    (refined in one, on the coarse grid in the other); two-way, its grid keypoints are in both pairs' matches, the
+    links a track of three views needs."""
+    import h5py
+
+    a, b, c = sorted(n for n in list_images(images) if n.startswith("tum"))[:3]
+    pairs = [(a, b), (b, c)]
+
+    def shared(two_way: bool) -> int:
+        matcher = Matcher(weights=tiny_weights, max_size=150, threshold=0.0, two_way=two_way)
+        out = match_pairs(matcher, images, pairs, tmp_path / f"{two_way}.h5").out
+        with h5py.File(out, "r") as f:
+            m_ab, m_bc = f[f"{a}/{b}"]["matches0"][()], f[f"{b}/{c}"]["matches0"][()]
+            assert json.loads(f.attrs["settings"]).get("two_way", False) == two_way
+        return len(set(m_ab[m_ab >= 0].tolist()) & set(np.flatnonzero(m_bc >= 0).tolist()))
+
+    one, two = shared(False), shared(True)
+    assert two >= 5 and two > 3 * one  # 21 matches a pair (random weights, 150 px): 8 shared against 0

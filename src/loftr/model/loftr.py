@@ -165,7 +165,7 @@ class LoFTR(nn.Module):
 
     def run(self, image0: torch.Tensor, image1: torch.Tensor, mask0: torch.Tensor | None = None,
             mask1: torch.Tensor | None = None, *, thr: float | None = None, max_std: float | None = None,
-            supervision: Any | None = None) -> LoFTROutput:
+            supervision: Any | None = None, two_way: bool = False) -> LoFTROutput:
         """The whole pipeline. images (N, 1, H, W) in [0, 1]; masks (N, H, W) or (N, Hc, Wc), 1 = valid pixel.
 
         ``thr`` / ``max_std`` replace the config's coarse threshold / ``fine_max_std`` (``max_std`` 0 or inf: keep
@@ -173,6 +173,11 @@ class LoFTR(nn.Module):
 
         ``supervision`` (training only): an object with ``b_ids``, ``i_ids``, ``j_ids`` of ground-truth coarse
         matches, used to pad the coarse selections as the reference does (see :func:`pad_with_ground_truth`).
+
+        ``two_way``: each coarse match also gives the reverse correspondence, image1's cell centre refined inside
+        image0's window (the same fine windows, one more expectation): ``matches`` holds the M forward matches, then
+        the reverse ones. Every keypoint of an image's coarse grid is then shared by all the pairs it matches in,
+        whichever side the image is on, which is what many-view tracks need (``loftr sfm``).
         """
         cfg = self.config
         stride_c, stride_f = cfg.resolution
@@ -196,25 +201,40 @@ class LoFTR(nn.Module):
                                           stride_c // stride_f)
         if b.numel() > 0:
             win0, win1 = self.loftr_fine(win0, win1)
-        if self.fast_inference():  # the sub-pixel expectation in at least float32, whatever the weights or autocast
-            with torch.autocast(win0.device.type, enabled=False):
-                expec_f = spatial_expectation(win0.to(selected.mconf.dtype), win1.to(selected.mconf.dtype))
-        else:
-            expec_f = spatial_expectation(win0, win1)
+        expec_f = self._expectation(win0, win1, selected.mconf.dtype)
         coord = torch.promote_types(selected.mconf.dtype, torch.float32)
-        kpts0 = torch.stack([i % hw0_c[1], i // hw0_c[1]], 1).to(coord) * stride_c
-        kpts1 = torch.stack([j % hw1_c[1], j // hw1_c[1]], 1).to(coord) * stride_c
-        kpts1 = kpts1 + expec_f[:, :2].detach().to(coord) * (cfg.fine_window_size // 2) * stride_f
+        grid0 = torch.stack([i % hw0_c[1], i // hw0_c[1]], 1).to(coord) * stride_c
+        grid1 = torch.stack([j % hw1_c[1], j // hw1_c[1]], 1).to(coord) * stride_c
+        offset = (cfg.fine_window_size // 2) * stride_f  # window units → input pixels
         real = selected.mconf != 0  # ground-truth pads carry confidence 0
+        limit = cfg.fine_max_std if max_std is None else max_std
         keep = torch.zeros_like(real)  # real matches, less those whose fine heat map is flat (the filter's setting)
-        keep[real] = sharp_matches(expec_f[real, 2], b[real], cfg.fine_max_std if max_std is None else max_std)
-        matches = Matches(kpts0[keep], kpts1[keep], selected.mconf[keep], b[keep])
+        keep[real] = sharp_matches(expec_f[real, 2], b[real], limit)
+        kpts1 = grid1 + expec_f[:, :2].detach().to(coord) * offset
+        matches = Matches(grid0[keep], kpts1[keep], selected.mconf[keep], b[keep])
+        if two_way:
+            expec_b = self._expectation(win1, win0, selected.mconf.dtype)
+            back = torch.zeros_like(real)
+            back[real] = sharp_matches(expec_b[real, 2], b[real], limit)
+            kpts0 = grid0 + expec_b[:, :2].detach().to(coord) * offset
+            matches = Matches(torch.cat([matches.keypoints0, kpts0[back]]), torch.cat([matches.keypoints1, grid1[back]]),
+                              torch.cat([matches.confidence, selected.mconf[back]]),
+                              torch.cat([matches.batch_indexes, b[back]]))
         return LoFTROutput(matches, selected, conf, expec_f, hw0_c, hw1_c, feat_c0, feat_c1, conf_bin)
 
+    def _expectation(self, win0: torch.Tensor, win1: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """:func:`spatial_expectation` of window0's centre in window1; fast inference computes it in at least float32
+        (``dtype``, the confidences'), whatever the weights or autocast."""
+        if self.fast_inference():
+            with torch.autocast(win0.device.type, enabled=False):
+                return spatial_expectation(win0.to(dtype), win1.to(dtype))
+        return spatial_expectation(win0, win1)
+
     def match(self, image0: torch.Tensor, image1: torch.Tensor, mask0: torch.Tensor | None = None,
-              mask1: torch.Tensor | None = None, thr: float | None = None, max_std: float | None = None) -> Matches:
+              mask1: torch.Tensor | None = None, thr: float | None = None, max_std: float | None = None,
+              two_way: bool = False) -> Matches:
         """Matches of (N, 1, H, W) images in input pixels; see :meth:`run`."""
-        return self.run(image0, image1, mask0, mask1, thr=thr, max_std=max_std).matches
+        return self.run(image0, image1, mask0, mask1, thr=thr, max_std=max_std, two_way=two_way).matches
 
     def forward(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """kornia-compatible call: a dict with image0, image1 (and optional mask0, mask1) → a NEW dict of matches."""

@@ -148,10 +148,13 @@ def settings_of(matcher: "Matcher") -> str:
         h.update(v.detach().cpu().float().contiguous().numpy().tobytes() if v.is_floating_point()
                  else v.detach().cpu().contiguous().numpy().tobytes())
     h.update(repr(matcher.model.config).encode())
-    return json.dumps({"weights_sha256": h.hexdigest(), "preset": getattr(matcher.model, "preset", None),
-                       "resize": list(matcher.resize) if matcher.resize else None, "max_size": matcher.max_size,
-                       "threshold": matcher.threshold, "max_std": matcher.max_std, "max_matches": matcher.max_matches,
-                       "dtype": str(matcher.dtype)}, sort_keys=True)
+    settings = {"weights_sha256": h.hexdigest(), "preset": getattr(matcher.model, "preset", None),
+                "resize": list(matcher.resize) if matcher.resize else None, "max_size": matcher.max_size,
+                "threshold": matcher.threshold, "max_std": matcher.max_std, "max_matches": matcher.max_matches,
+                "dtype": str(matcher.dtype)}
+    if getattr(matcher, "two_way", False):  # only then, so that files of one-way matching stay resumable
+        settings["two_way"] = True
+    return json.dumps(settings, sort_keys=True)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ def _add_batch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantize", type=float, default=1.0,
                    help="grid in network-input pixels merging per-pair keypoints into per-image ones (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--two-way", action=argparse.BooleanOptionalAction, default=True,
+                   help="refine each coarse match both ways (default; image0's cell in image1 and image1's in image0): "
+                        "every grid keypoint of an image is then shared by all its pairs, which makes longer tracks")
 
 
 def _pairs(args: argparse.Namespace, matcher=None) -> list[tuple[str, str]]:
@@ -88,7 +91,7 @@ def cmd_match_pairs(args: argparse.Namespace) -> int:
 
     started = _init_distributed(args)
     try:
-        matcher = matcher_from_args(args, args.max_matches)
+        matcher = matcher_from_args(args, args.max_matches, two_way=args.two_way)
         pairs = _pairs(args, matcher)
         s = match_pairs(matcher, args.images_dir, pairs, args.out, batch_size=args.batch_size, workers=args.workers,
                         quantize=args.quantize, commit_every=args.commit_every, overwrite=args.overwrite,
@@ -122,7 +125,7 @@ def cmd_sfm(args: argparse.Namespace) -> int:
     camera = parse_camera(args.camera) if args.camera else None
     if args.refine_camera is not None and camera is None:
         raise PipelineError("--refine-camera / --no-refine-camera need --camera: without it the camera is refined")
-    matcher = matcher_from_args(args)
+    matcher = matcher_from_args(args, two_way=args.two_way)
     pairs = _pairs(args, matcher)
     r = run_sfm(matcher, args.images_dir, pairs, args.out, batch_size=args.batch_size, workers=args.workers,
                 quantize=args.quantize, camera_mode=args.camera_mode, min_matches=args.min_matches,
