@@ -28,11 +28,11 @@ from bench_sfm import pose_accuracy  # noqa: E402
 
 def fundamental(cameras: dict, a: str, b: str) -> np.ndarray:
     """F with x_b^T F x_a = 0 from the true cameras (K, 4x4 world-to-camera) of images a and b."""
+    from loftr.geometry import fundamental_from_pose
+
     (Ka, Ta), (Kb, Tb) = cameras[a], cameras[b]
     T = Tb @ np.linalg.inv(Ta)
-    t = T[:3, 3]
-    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
-    return np.linalg.inv(Kb).T @ tx @ T[:3, :3] @ np.linalg.inv(Ka)
+    return fundamental_from_pose(T[:3, :3], T[:3, 3], Ka, Kb)
 
 
 def verified_pairs(db_path: Path, cameras: dict) -> list[tuple[str, str, int, float, float]]:

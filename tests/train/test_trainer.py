@@ -254,3 +254,15 @@ def test_fine_only_keeps_the_coarse_stage(photo_dir: Path, tmp_path: Path) -> No
     assert resumed.step == 3 and resumed.model.config.fine_max_std == limit
     assert main(["export-weights", str(tmp_path / "fine"), "--out", str(tmp_path / "f.safetensors")]) == 0
     assert LoFTR("tiny_ds", weights=tmp_path / "f.safetensors").config.fine_max_std == limit
+
+
+def test_weights_metadata_names_every_data_source_and_the_init() -> None:
+    from loftr.train.export import data_summary
+
+    cfg = {"dataset": "mixed", "images": "../shared/data/photos", "scene_share": 0.3, "posed_share": 0.45,
+           "posed": "../shared/data/posed_train", "posed_holdout": "cup-table", "extreme_share": 0.3}
+    assert data_summary(cfg) == ("mixed: posed 0.45 (posed_train, cup-table held out), scenes 0.3, "
+                                 "photos 0.25 (photos, extreme 0.3)")
+    assert data_summary({"images": "data/photos"}) == "photos: photos"
+    assert data_summary({**cfg, "posed_share": 0.7}) == ("mixed: posed 0.7 (posed_train, cup-table held out), "
+                                                         "scenes 0.3")

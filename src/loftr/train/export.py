@@ -41,6 +41,30 @@ def _run_config(state: dict, ckpt: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def data_summary(cfg: dict[str, Any]) -> str:
+    """One line for the weights' metadata: the run's data sources and the share of the batches each had.
+
+    E.g. ``mixed: posed 0.45 (posed_train, cup-table held out), scenes 0.3, photos 0.25 (photos, extreme 0.3)``."""
+    dataset = str(cfg.get("dataset", "photos"))
+    photos = Path(str(cfg.get("images", ""))).name
+    if dataset != "mixed":
+        return f"{dataset}: {photos}"
+    shares = {k: float(cfg.get(f"{k}_share", 0.0) or 0.0) for k in ("posed", "scene", "teacher")}
+    parts = []
+    if shares["posed"] > 0 and cfg.get("posed"):
+        held = f", {cfg['posed_holdout']} held out" if cfg.get("posed_holdout") else ""
+        parts.append(f"posed {shares['posed']:g} ({Path(str(cfg['posed'])).name}{held})")
+    if shares["scene"] > 0:
+        parts.append(f"scenes {shares['scene']:g}")
+    if shares["teacher"] > 0 and cfg.get("teacher"):
+        parts.append(f"teacher {shares['teacher']:g} ({Path(str(cfg['teacher'])).name})")
+    rest = max(1.0 - sum(shares.values()), 0.0)
+    if rest > 0:
+        extreme = f", extreme {float(cfg['extreme_share']):g}" if cfg.get("extreme_share") else ""
+        parts.append(f"photos {round(rest, 4):g} ({photos}{extreme})")
+    return "mixed: " + ", ".join(parts)
+
+
 def export_run(source: str | Path, out: str | Path, *, card: str | Path | None = None,
                accuracy: str | Path | None = None, preset: str | None = None) -> Exported:
     """Write the weights of a run folder or checkpoint as fp16 safetensors (preset and training step in the metadata)
@@ -81,7 +105,9 @@ def export_run(source: str | Path, out: str | Path, *, card: str | Path | None =
     step = int(state.get("step", 0))
     extra = {"step": str(step), "source": ckpt.name}
     if cfg.get("dataset") or cfg.get("images"):
-        extra["trained_on"] = f"{cfg.get('dataset', 'photos')}: {Path(str(cfg.get('images', ''))).name}"
+        extra["trained_on"] = data_summary(cfg)
+    if cfg.get("init"):
+        extra["init"] = Path(str(cfg["init"])).name  # the weights the run started from (their own file says more)
     weights = save_safetensors(model, out, preset=preset, extra=extra)
     card_path = None
     if card:

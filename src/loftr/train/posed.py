@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..geometry import fundamental_from_pose
 from .appearance import appearance
 from .teacher import stack_matched
 
@@ -45,10 +46,8 @@ def overlap_weight(overlap: float) -> float:
 
 def fundamental(K0: np.ndarray, T0: np.ndarray, K1: np.ndarray, T1: np.ndarray) -> np.ndarray:
     """(3, 3) F with p1^T F p0 = 0 for pixels of two cameras (K, world-to-camera 4x4)."""
-    T = T1 @ np.linalg.inv(T0)
-    t = T[:3, 3]
-    skew = np.array([[0.0, -t[2], t[1]], [t[2], 0.0, -t[0]], [-t[1], t[0], 0.0]])
-    return np.linalg.inv(K1).T @ skew @ T[:3, :3] @ np.linalg.inv(K0)
+    T = T1 @ np.linalg.inv(T0)  # camera 0 → camera 1
+    return fundamental_from_pose(T[:3, :3], T[:3, 3], K0, K1)
 
 
 @dataclass(frozen=True, eq=False)
