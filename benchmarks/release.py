@@ -17,7 +17,7 @@ Every row runs both models and a baseline on the same pairs with the same protoc
 | stereo | Motorcycle (skimage), 1024 px | P@3 px | bootstrap over matches |
 | sfm_kitti | ``loftr sfm`` (defaults) on 20 KITTI frames | registered in one model | 1 image (fixed) |
 | sfm_castle, sfm_fox | ``loftr sfm`` on castle-P19 / every 2nd fox view,, true cameras | AUC@5, all pairs | bootstrap |
-| speed | 8 fox pairs at 640x480 | s/pair (lower is better) | std over 3 repeats |
+| speed | 8 fox pairs at 640x480, methods taking turns | s/pair (lower is better) | std over 3 repeats, at least 5 % |
 
 The baseline is OpenCV SIFT (ratio test) for matching rows and pycolmap's SIFT with one shared camera for SfM.
 
@@ -513,7 +513,8 @@ def row_sfm_posed(ctx: Context, scene: str, step: int) -> Row:
 
 
 def row_speed(ctx: Context) -> Row:
-    """Seconds per 640x480 pair (8 fox pairs resized to exactly 640x480), median of 3 repeats; always measured."""
+    """Seconds per 640x480 pair (8 fox pairs resized to exactly 640x480), mean of 3 repeats in which the methods take
+    turns; always measured."""
     import cv2
     import torch
 
@@ -525,22 +526,26 @@ def row_speed(ctx: Context) -> Row:
              for p in (q.image0, q.image1)] for q in pairs]
     matchers = {m.label: LoFTRMatcher(m.matcher(640), m.label) for m in ctx.models}
     matchers["SIFT"] = SIFTMatcher(max_size=640)
-    stats = {}
+    reps: dict[str, list[float]] = {name: [] for name in matchers}
+    names = list(matchers)
     with torch.inference_mode():
-        for name, m in matchers.items():
+        for m in matchers.values():
             m(*grey[0])  # warm-up
-            reps = []
-            for _ in range(3):
+        for r in range(3):  # the methods take turns, in a rotated order, so that a slower spell of the machine
+            for name in names[r % len(names):] + names[:r % len(names)]:  # falls on all of them alike
                 t = time.perf_counter()
                 for a, b in grey:
-                    m(a, b)
-                reps.append((time.perf_counter() - t) / len(grey))
-            stats[name] = {"s/pair": Stat.of(reps)}
+                    matchers[name](a, b)
+                reps[name].append((time.perf_counter() - t) / len(grey))
+    stats = {name: {"s/pair": Stat.of(v)} for name, v in reps.items()}
     for name in stats:
         stats[name]["x SIFT"] = Stat(stats[name]["s/pair"].mean / stats["SIFT"]["s/pair"].mean)
+    # two files of one architecture took 1.50 and 1.69 s a pair in one run (2026-12-03, before the turns above):
+    # the machine's drift, not the weights, so a change in time counts only beyond 5 %
+    floor = max(0.02, 0.05 * max(stats[m.label]["s/pair"].mean for m in ctx.models))
     return Row("speed", f"time per 640x480 pair ({len(grey)} fox pairs, {torch.get_num_threads()} threads, "
                "mean of 3 repeats) and its ratio to SIFT's", ("s/pair", "x SIFT"), stats,
-               "std over 3 repeats", higher=False, percent=False, floor=0.02)
+               "std over 3 repeats (at least 5 % of the time)", higher=False, percent=False, floor=floor)
 
 
 ROWS: dict[str, Callable[[Context], Row]] = {
