@@ -211,15 +211,14 @@ class LoFTR(nn.Module):
         keep = torch.zeros_like(real)  # real matches, less those whose fine heat map is flat (the filter's setting)
         keep[real] = sharp_matches(expec_f[real, 2], b[real], limit)
         kpts1 = grid1 + expec_f[:, :2].detach().to(coord) * offset
-        matches = Matches(grid0[keep], kpts1[keep], selected.mconf[keep], b[keep])
-        if two_way:
+        parts = [(grid0[keep], kpts1[keep], selected.mconf[keep], b[keep])]
+        if two_way:  # image1's cell centre refined in image0's window, filtered by its own spread
             expec_b = self._expectation(win1, win0, selected.mconf.dtype)
             back = torch.zeros_like(real)
             back[real] = sharp_matches(expec_b[real, 2], b[real], limit)
             kpts0 = grid0 + expec_b[:, :2].detach().to(coord) * offset
-            matches = Matches(torch.cat([matches.keypoints0, kpts0[back]]), torch.cat([matches.keypoints1, grid1[back]]),
-                              torch.cat([matches.confidence, selected.mconf[back]]),
-                              torch.cat([matches.batch_indexes, b[back]]))
+            parts.append((kpts0[back], grid1[back], selected.mconf[back], b[back]))
+        matches = Matches(*(torch.cat(t) for t in zip(*parts)))
         return LoFTROutput(matches, selected, conf, expec_f, hw0_c, hw1_c, feat_c0, feat_c1, conf_bin)
 
     def _expectation(self, win0: torch.Tensor, win1: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

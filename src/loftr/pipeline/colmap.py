@@ -333,6 +333,7 @@ def misregistered_images(rec, db_path: str | Path, max_error: float,
     db = pycolmap.Database.open(Path(db_path))
     try:
         names = {im.image_id: im.name for im in db.read_all_images()}
+        xy = {i: db.read_keypoints(i)[:, :2] for i, n in names.items() if n in images}  # once per image
         for pair_id, g in zip(*db.read_two_view_geometries()):
             m = g.inlier_matches
             i, j = pycolmap.pair_id_to_image_pair(pair_id)
@@ -343,7 +344,7 @@ def misregistered_images(rec, db_path: str | Path, max_error: float,
             F = fundamental_from_pose(rel.rotation.matrix(), rel.translation,
                                       rec.cameras[images[a].camera_id].calibration_matrix(),
                                       rec.cameras[images[b].camera_id].calibration_matrix())
-            d = sampson_distance(db.read_keypoints(i)[m[:, 0], :2], db.read_keypoints(j)[m[:, 1], :2], F)
+            d = sampson_distance(xy[i][m[:, 0]], xy[j][m[:, 1]], F)
             good = float(np.sum(d <= max_error))
             for n in (a, b):
                 agree[n] = agree.get(n, 0.0) + good
@@ -457,11 +458,10 @@ def sfm_from_matches(matches: str | Path, image_dir: str | Path, pairs: Sequence
                                  pixel_scale=factor, num_threads=num_threads,
                                  refine_camera=camera is None if refine_camera is None else refine_camera,
                                  bogus_limits=limits, refine_principal_point=refine_principal_point)
-            if result.model_dir is None or attempt == MAX_REMAPS:
-                return result
-            wrong = misregistered_images(pycolmap.Reconstruction(result.model_dir), db, 4.0 * factor)
+            wrong = [] if result.model_dir is None or attempt == MAX_REMAPS else \
+                misregistered_images(pycolmap.Reconstruction(result.model_dir), db, 4.0 * factor)
             if not wrong:
-                return result
+                break
             dropped = weakest_pairs(db, wrong)
             log.warning("misregistered (their pairs disagree with the model): %s; mapping again without %s",
                         ", ".join(wrong), ", ".join(f"{a}-{b}" for a, b in dropped))

@@ -25,8 +25,8 @@ placed at the most confident of them. The default, :data:`DEFAULT_QUANTIZE` = 1 
 precision: an image's keypoints as image0 of its pairs lie on the coarse grid (every 8 network pixels) and are
 shared by those pairs exactly, while as image1 they are refined to sub-pixels, so one scene point seen from two
 pairs lands within a pixel or so. Two-way matching (``Matcher(two_way=True)``, the command's default) puts the grid
-on both sides of every pair, so that the grid keypoints are shared by all of an image's pairs. A coarser grid (4, the old default: 8 original pixels for a 1241-px frame matched
-at 640) moves a keypoint of a track by up to half a cell, past COLMAP's 4-px thresholds, and merges distinct points.
+on both sides of every pair, so that the grid keypoints are shared by all of an image's pairs. A coarser grid (4,
+the old default: 8 original pixels for a 1241-px frame matched at 640) moves a keypoint of a track by up to half a cell, past COLMAP's 4-px thresholds, and merges distinct points.
 A pair's raw matches then become index matches between merged keypoints, one-to-one: each keypoint of image0 keeps
 its most confident match, then each keypoint of image1 keeps the most confident of those. ``quantize = 0`` merges
 only identical coordinates.
