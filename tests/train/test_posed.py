@@ -5,6 +5,7 @@ scenes load when ../shared is there."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -226,6 +227,40 @@ def test_mixed_run_with_posed_pairs_through_the_trainer(photo_dir: Path, scene: 
         TrainConfig(images="x", out_dir="y", dataset="photos", posed="p")
     with pytest.raises(ValueError, match="sum of at most 1"):
         TrainConfig(images="x", out_dir="y", dataset="mixed", posed="p", posed_share=0.6, scene_share=0.6)
+
+
+def test_a_teachers_verified_matches_join_the_tracks_of_their_pair(scene: Path, tmp_path: Path) -> None:
+    from loftr.train.teacher import TeacherCache
+
+    plain = PosedScene.load(scene)
+    xy0, xy1 = plain.shared("a.png", "b.png")
+    (_, T0), (_, T1) = plain.cameras["a.png"], plain.cameras["b.png"]
+    rng = np.random.default_rng(3)
+    X = np.c_[rng.uniform(0.2, 1.8, (60, 2)), np.zeros(60)]  # other plane points: the teacher's matches
+    t0, t1 = _project(T0, X), _project(T1, X)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    # names relative to the photo folder, as `teacher-cache --relative-to` writes them; the pair stored as (b, a)
+    b_rel, a_rel = (os.path.relpath(scene / "images" / n, photos) for n in ("b.png", "a.png"))
+    names = [(b_rel, a_rel), ("elsewhere/x.png", "elsewhere/y.png")]  # and a pair of no posed scene
+    cache = TeacherCache(names, np.full((2, 2, 2), 320), [t1, t1[:5]], [t0, t0[:5]], "test")
+    taught = plain.with_teacher(cache, photos)
+    s0, s1 = taught.shared("a.png", "b.png")
+    assert len(s0) == len(xy0) + 60 and np.allclose(s0[len(xy0):], t0) and np.allclose(s1[len(xy1):], t1)
+    r1, r0 = taught.shared("b.png", "a.png")
+    assert np.allclose(r0, s0) and np.allclose(r1, s1)
+    assert plain.shared("a.png", "b.png")[0].shape == xy0.shape  # the loaded scene is unchanged
+
+    pairs = PosedPairs([scene], (160, 120), length=4, seed=0, teacher=cache.save(tmp_path / "t.npz"),
+                       teacher_root=photos)
+    assert pairs.scenes[0].extra and len(pairs[0].kpts0) >= 16
+    with pytest.raises(ValueError, match="no pair of the teacher cache"):
+        PosedPairs([scene], (160, 120), teacher=TeacherCache(names[1:], np.full((1, 2, 2), 320), [t1[:5]], [t0[:5]]),
+                   teacher_root=photos)
+    from loftr.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match="posed_teacher needs"):
+        TrainConfig(images="x", out_dir="y", dataset="mixed", posed_teacher="t.npz")
 
 
 @pytest.mark.skipif(not (SHARED / "posed_train").is_dir(), reason="needs ../shared/data/posed_train")

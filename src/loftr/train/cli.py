@@ -154,7 +154,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_teacher_cache(args: argparse.Namespace) -> int:
     from ..eval.baselines import AlikedLightGlueMatcher, aliked_import_problem
     from .data import list_images
-    from .teacher import build_teacher_cache, candidate_pairs
+    from .teacher import build_teacher_cache, candidate_pairs, listed_pairs
 
     problem = aliked_import_problem()
     if problem:
@@ -175,7 +175,16 @@ def cmd_teacher_cache(args: argparse.Namespace) -> int:
         if unknown:
             raise LoFTRError(f"{args.cameras} has no camera for {', '.join(unknown[:5])}"
                              + (" ..." if len(unknown) > 5 else ""))
-    pairs = candidate_pairs(images, tuple(args.gaps))
+    if args.pairs:
+        try:
+            pairs = listed_pairs(args.pairs, args.photos, tuple(args.overlap), args.max_pairs, args.seed)
+        except (OSError, ValueError) as exc:
+            raise LoFTRError(str(exc)) from None
+        if not pairs:
+            raise LoFTRError(f"no pair of {args.pairs} has a track overlap in [{args.overlap[0]:g}, "
+                             f"{args.overlap[1]:g}]")
+    else:
+        pairs = candidate_pairs(images, tuple(args.gaps))
     if not pairs:
         raise LoFTRError(f"no photo pairs in {args.photos}: photos pair up when their names differ only by a "
                          "trailing number (frames of a sequence, views of one place)")
@@ -214,6 +223,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("photos", metavar="PHOTO_DIR")
     p.add_argument("--out", required=True, help="the .npz cache to write")
     p.add_argument("--gaps", type=int, nargs="+", default=[1, 2, 3], help="frame gaps of sequences (default 1 2 3)")
+    p.add_argument("--pairs", metavar="PAIRS_TXT", help="match the pairs this file lists instead (a posed scene's "
+                   "pairs.txt: name0 name1 n_shared overlap; photos in PHOTO_DIR)")
+    p.add_argument("--overlap", type=float, nargs=2, default=[0.0, 1.0], metavar=("LO", "HI"),
+                   help="with --pairs: only pairs whose track overlap is in [LO, HI] (wide baselines: 0.1 0.4)")
+    p.add_argument("--max-pairs", type=int, default=0, help="with --pairs: at most this many, drawn at random")
+    p.add_argument("--seed", type=int, default=0, help="with --max-pairs: the draw's seed")
     p.add_argument("--teacher-size", type=int, default=1024, help="longest side the teacher sees (default 1024)")
     p.add_argument("--max-keypoints", type=int, default=2048, help="ALIKED keypoints per image (default 2048)")
     p.add_argument("--threshold", type=float, default=1.0, help="MAGSAC threshold in teacher pixels (default 1)")

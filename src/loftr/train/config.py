@@ -57,6 +57,10 @@ class TrainConfig:
     posed: str = _f("", "mixed: posed training scenes with SfM tracks (a folder of scenes such as "
                         "../shared/data/posed_train, or comma-separated scene folders): real wide-baseline pairs "
                         "supervised by tracks and epipolar geometry")
+    posed_teacher: str = _f("", "mixed: teacher caches of posed scene pairs (`loftr teacher-cache SCENE/images "
+                                "--pairs SCENE/pairs.txt --cameras SCENE/cameras.json`, names relative to the photo "
+                                "folder; comma-separated): their verified matches join those pairs' tracks as "
+                                "positives, and those pairs are drawn 3x as often")
     posed_share: float = _f(0.0, "mixed: share of the batches that are posed pairs (needs --posed)")
     posed_holdout: str = _f("cup-table", "mixed: comma-separated posed scene names never trained on")
     posed_fine: bool = _f(True, "mixed: posed pairs also train the fine stage (tracks near cell centres, epipolar "
@@ -102,6 +106,8 @@ class TrainConfig:
             raise ValueError("teacher_share needs a teacher cache (--teacher)")
         if self.posed and self.dataset != "mixed":
             raise ValueError(f"posed scenes train with --dataset mixed, not {self.dataset}")
+        if self.posed_teacher and not self.posed:
+            raise ValueError("posed_teacher needs posed training scenes (--posed)")
         if self.posed_share > 0 and not self.posed:
             raise ValueError("posed_share needs posed training scenes (--posed)")
         if not 0.0 <= self.extreme_share <= 1.0 or not 0.0 <= self.extreme_rotation <= 180.0:

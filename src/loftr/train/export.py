@@ -53,7 +53,9 @@ def data_summary(cfg: dict[str, Any]) -> str:
     parts = []
     if shares["posed"] > 0 and cfg.get("posed"):
         held = f", {cfg['posed_holdout']} held out" if cfg.get("posed_holdout") else ""
-        parts.append(f"posed {shares['posed']:g} ({Path(str(cfg['posed'])).name}{held})")
+        taught = f", teacher matches of {len(str(cfg['posed_teacher']).split(','))} caches" if cfg.get(
+            "posed_teacher") else ""
+        parts.append(f"posed {shares['posed']:g} ({Path(str(cfg['posed'])).name}{held}{taught})")
     if shares["scene"] > 0:
         parts.append(f"scenes {shares['scene']:g}")
     if shares["teacher"] > 0 and cfg.get("teacher"):

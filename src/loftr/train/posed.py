@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -28,10 +28,11 @@ from torch.utils.data import Dataset
 
 from ..geometry import fundamental_from_pose
 from .appearance import appearance
-from .teacher import stack_matched
+from .teacher import TeacherCache, stack_matched
 
 DEFAULT_HOLDOUT = ("cup-table",)  # the release gate evaluates on it
 MIN_CROP_TRACKS = 16
+LABELLED_WEIGHT = 3.0  # how much more often a pair with a teacher's verified matches is drawn
 SCENE_FILES = ("cameras.json", "points.npz", "pairs.txt")
 
 
@@ -58,6 +59,8 @@ class PosedScene:
     cameras: dict[str, tuple[np.ndarray, np.ndarray]]  # name → (K (3, 3), world-to-camera (4, 4))
     tracks: dict[str, tuple[np.ndarray, np.ndarray]]  # name → (point ids (k,) sorted, xy (k, 2) float64)
     pairs: list[tuple[str, str, float]]
+    extra: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # (a, b) → a
+    # teacher's verified matches (k, 2) in a and in b, original pixels (see :meth:`with_teacher`)
 
     @property
     def name(self) -> str:
@@ -93,10 +96,29 @@ class PosedScene:
         return cls(root, cams, tracks, pairs)
 
     def shared(self, a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
-        """(k, 2) observations of the points both images see, in a and in b (original pixels)."""
+        """(k, 2) observations of the points both images see, in a and in b (original pixels), followed by the
+        teacher's verified matches of the pair where there are some."""
         (ids0, xy0), (ids1, xy1) = self.tracks[a], self.tracks[b]
         _, k0, k1 = np.intersect1d(ids0, ids1, assume_unique=False, return_indices=True)
-        return xy0[k0], xy1[k1]
+        if (a, b) in self.extra:
+            t0, t1 = self.extra[(a, b)]
+        elif (b, a) in self.extra:
+            t1, t0 = self.extra[(b, a)]
+        else:
+            return xy0[k0], xy1[k1]
+        return np.concatenate([xy0[k0], t0]), np.concatenate([xy1[k1], t1])
+
+    def with_teacher(self, cache: TeacherCache, root: str | Path) -> "PosedScene":
+        """This scene with the matches of ``cache`` (names relative to ``root``) whose two photos are both this
+        scene's: a teacher's matches verified against the true cameras (``loftr teacher-cache --pairs
+        pairs.txt --cameras cameras.json``) add positives where the SfM tracks are sparse — wide baselines."""
+        images = (self.root / "images").resolve()
+        extra = dict(self.extra)
+        for (n0, n1), k0, k1 in zip(cache.names, cache.kpts0, cache.kpts1):
+            p0, p1 = (Path(root) / n0).resolve(), (Path(root) / n1).resolve()
+            if p0.parent == images and p1.parent == images and p0.name in self.cameras and p1.name in self.cameras:
+                extra[(p0.name, p1.name)] = (np.asarray(k0, np.float64), np.asarray(k1, np.float64))
+        return replace(self, extra=extra)
 
 
 def scene_folders(root: str | Path, holdout: Iterable[str] = DEFAULT_HOLDOUT) -> list[Path]:
@@ -153,11 +175,19 @@ class PosedPairs(Dataset):
     appearance changes."""
 
     def __init__(self, scenes: Iterable[str | Path], size: tuple[int, int] = (384, 288), length: int = 1000,
-                 seed: int = 0, max_zoom: float = 1.8, strength: float = 1.0, fine: bool = True) -> None:
+                 seed: int = 0, max_zoom: float = 1.8, strength: float = 1.0, fine: bool = True,
+                 teacher: str | Path | TeacherCache | None = None, teacher_root: str | Path = ".") -> None:
         self.scenes = [PosedScene.load(s) for s in scenes]
         if not self.scenes:
             raise ValueError("no posed training scenes")
-        weights = [np.array([overlap_weight(o) for *_, o in s.pairs]) for s in self.scenes]
+        if teacher is not None and teacher != "":
+            cache = teacher if isinstance(teacher, TeacherCache) else TeacherCache.load_all(teacher)
+            self.scenes = [s.with_teacher(cache, teacher_root) for s in self.scenes]
+            if not any(s.extra for s in self.scenes):
+                raise ValueError(f"no pair of the teacher cache {teacher} is a pair of the posed training scenes "
+                                 f"{', '.join(s.name for s in self.scenes)} (names relative to {teacher_root})")
+        weights = [np.array([overlap_weight(o) * (LABELLED_WEIGHT if (a, b) in s.extra or (b, a) in s.extra else 1)
+                             for a, b, o in s.pairs]) for s in self.scenes]
         self.pair_p = [w / w.sum() for w in weights]
         scene_w = np.sqrt([len(s.pairs) for s in self.scenes])  # big scenes more often, not proportionally
         self.scene_p = scene_w / scene_w.sum()

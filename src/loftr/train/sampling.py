@@ -108,7 +108,8 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, bool]:
                 shares.append(cfg.teacher_share)
             if cfg.posed and cfg.posed_share > 0:
                 scenes = scene_folders(cfg.posed, cfg.posed_holdout.split(","))
-                sources.append(PosedPairs(scenes, size, length=length, seed=cfg.seed + 3, fine=cfg.posed_fine))
+                sources.append(PosedPairs(scenes, size, length=length, seed=cfg.seed + 3, fine=cfg.posed_fine,
+                                          teacher=cfg.posed_teacher or None, teacher_root=cfg.images))
                 shares.append(cfg.posed_share)
             data = MixedPairs(sources, shares, cfg.batch_size, seed=cfg.seed, length=length)
         return data, val, True

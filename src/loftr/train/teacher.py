@@ -63,6 +63,32 @@ def candidate_pairs(images: Iterable[Path], gaps: tuple[int, ...] = GAPS,
     return pairs
 
 
+def listed_pairs(pairs_file: str | Path, images: str | Path, overlap: tuple[float, float] = (0.0, 1.0),
+                 max_pairs: int = 0, seed: int = 0) -> list[tuple[Path, Path]]:
+    """Pairs of a posed scene's ``pairs.txt`` (``name0 name1 [n_shared overlap]``, photos in ``images``) whose track
+    overlap is in ``overlap`` (lines without one count as overlap 0), at most ``max_pairs`` of them (0: all) drawn
+    with ``seed``, in file order. Wide baselines (overlap 0.1-0.4) are where a teacher adds most to the sparse
+    tracks."""
+    images, lo, hi = Path(images), overlap[0], overlap[1]
+    rows = []
+    for n, line in enumerate(Path(pairs_file).read_text().splitlines(), 1):
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if len(words) < 2:
+            raise ValueError(f"{pairs_file} line {n}: expected 'name0 name1 [n_shared overlap]', got {line!r}")
+        ov = float(words[3]) if len(words) >= 4 else 0.0
+        if lo <= ov <= hi:
+            rows.append((images / words[0], images / words[1]))
+    if 0 < max_pairs < len(rows):
+        keep = np.sort(np.random.default_rng(seed).choice(len(rows), max_pairs, replace=False))
+        rows = [rows[k] for k in keep]
+    missing = sorted({p.name for pair in rows for p in pair if not p.is_file()})
+    if missing:
+        raise FileNotFoundError(f"{pairs_file} names photos that are not in {images}: {', '.join(missing[:5])}")
+    return rows
+
+
 @dataclass(frozen=True)
 class TeacherCache:
     """Verified teacher matches of photo pairs: ``names`` (P, 2) relative to the photo folder, ``sizes`` (P, 2, 2)
