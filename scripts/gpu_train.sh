@@ -8,7 +8,10 @@
 # with the teacher cache renamed to the copies; the posed scenes at 768 px, cup-table left out: about 16 + 18 MB):
 #   .venv/bin/python scripts/pack_textures.py ../shared/data/photos .gpu_data/photos .gpu_data/teacher_photos.npz
 #   (teacher caches of the photo folder only: the scenes of ../shared/data/posed are evaluation data, never trained on)
-#   PYTHONPATH=src .venv/bin/python scripts/pack_posed.py ../shared/data/posed_train .gpu_data/posed_train
+#   PYTHONPATH=src .venv/bin/python scripts/pack_posed.py ../shared/data/posed_train .gpu_data/posed_train \
+#     --teacher runs/teacher/desk-bottle.npz,runs/teacher/can-floor.npz,runs/teacher/caliterra-aerial.npz,runs/teacher/lund-street.npz
+#   (the teacher caches of posed pairs, made with `loftr teacher-cache SCENE/images --pairs SCENE/pairs.txt --cameras
+#   SCENE/cameras.json ...` (docs/training.md), are written again for the packed scenes as .gpu_data/posed_teacher.npz)
 # Run on the device machine (tool `run`), with carry [".gpu_data"] (add "runs/gpu" to continue an earlier lease):
 #   bash scripts/gpu_train.sh                 # timeout_s 600: 8 minutes of training + export
 # Continue on the CPU from what came back (last.pt is split in 15 MB parts to fit what a lease returns):
@@ -41,10 +44,13 @@ resume=()
 sources=(--scene-share 0.6 --no-scene-fine)
 TEACHER=${TEACHER:-.gpu_data/teacher.npz}
 POSED=${POSED:-.gpu_data/posed_train}
+POSED_TEACHER=${POSED_TEACHER:-.gpu_data/posed_teacher.npz}
+taught=()
+[ -f "$POSED_TEACHER" ] && taught=(--posed-teacher "$POSED_TEACHER")
 if [ -f "$TEACHER" ] && [ -d "$POSED" ]; then
-  sources=(--scene-share 0.2 --no-scene-fine --teacher "$TEACHER" --teacher-share 0.15 --posed "$POSED" --posed-share 0.4)
+  sources=(--scene-share 0.2 --no-scene-fine --teacher "$TEACHER" --teacher-share 0.15 --posed "$POSED" --posed-share 0.4 --no-posed-fine "${taught[@]}")
 elif [ -d "$POSED" ]; then
-  sources=(--scene-share 0.3 --no-scene-fine --posed "$POSED" --posed-share 0.4)
+  sources=(--scene-share 0.3 --no-scene-fine --posed "$POSED" --posed-share 0.4 --no-posed-fine "${taught[@]}")
 elif [ -f "$TEACHER" ]; then
   sources=(--scene-share 0.33 --no-scene-fine --teacher "$TEACHER" --teacher-share 0.27)
 fi

@@ -284,7 +284,8 @@ def test_packed_scenes_keep_tracks_on_their_epipolar_lines(scene: Path, tmp_path
     spec = importlib.util.spec_from_file_location("pack_posed", script)
     pack_posed = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pack_posed)
-    assert pack_posed.pack_scene(scene, tmp_path / "plane", longest=160) == 2
+    factors = pack_posed.pack_scene(scene, tmp_path / "plane", longest=160)
+    assert factors == {"a.png": (0.5, 0.5), "b.png": (0.5, 0.5)}
     packed = PosedScene.load(tmp_path / "plane")
     assert cv2.imread(str(tmp_path / "plane" / "images" / "a.png")).shape == (120, 160, 3)
     xy0, xy1 = packed.shared("a.png", "b.png")
@@ -294,3 +295,17 @@ def test_packed_scenes_keep_tracks_on_their_epipolar_lines(scene: Path, tmp_path
     assert (np.abs((line[:, :2] * xy1).sum(1) + line[:, 2]) / np.hypot(line[:, 0], line[:, 1])).max() < 0.01
     original = PosedScene.load(scene).shared("a.png", "b.png")[0]
     assert np.allclose(xy0, (original + 0.5) / 2 - 0.5, atol=1e-4)
+    # a teacher cache of the pair follows the images, renamed for the packed photo folder
+    from loftr.train.teacher import TeacherCache
+
+    photos, packed_photos = tmp_path / "photos", tmp_path / "packed_photos"
+    b_rel, a_rel = (os.path.relpath(scene / "images" / n, photos) for n in ("b.png", "a.png"))
+    t1, t0 = PosedScene.load(scene).shared("b.png", "a.png")
+    cache = TeacherCache([(b_rel, a_rel), ("x/1.png", "x/2.png")], np.full((2, 2, 2), 320), [t1, t1[:3]],
+                         [t0, t0[:3]])
+    moved = pack_posed.pack_teacher(cache, photos, {scene: (tmp_path / "plane", factors)}, packed_photos)
+    assert moved.names == [("../plane/images/b.png", "../plane/images/a.png")] and moved.sizes.tolist() == [
+        [[160, 160], [160, 160]]]
+    again = PosedScene.load(tmp_path / "plane").with_teacher(moved, packed_photos)
+    assert np.allclose(again.shared("a.png", "b.png")[0][len(xy0):], xy0, atol=1e-4)  # the tracks, taught again
+
