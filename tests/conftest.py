@@ -59,7 +59,8 @@ def randomize(model: torch.nn.Module, seed: int = 0, calib: torch.Tensor | None 
 
     Default initialisation gives every token nearly the same feature (a large common mean), which leaves a handful
     of mutual nearest neighbours; so the BatchNorm statistics are first measured on a real photo (a single
-    train-mode pass), then perturbed at random, and the BatchNorm/LayerNorm affines are drawn at random.
+    train-mode pass), then perturbed at random, and the BatchNorm/LayerNorm affines are drawn at random. Every draw
+    comes from ``seed``, biases included: the same seed gives the same weights in every process.
     ``calib`` (1, 1, H, W) replaces that photo (a test that must run without ../shared).
     """
     g = torch.Generator().manual_seed(seed)
@@ -86,4 +87,7 @@ def randomize(model: torch.nn.Module, seed: int = 0, calib: torch.Tensor | None 
             if isinstance(m, torch.nn.LayerNorm):
                 m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.75)
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+        for m in model.modules():  # other biases, as torch draws them but from ``g``: the same in every process
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and m.bias is not None:
+                m.bias.copy_((torch.rand(m.bias.shape, generator=g) * 2 - 1) / m.weight[0].numel() ** 0.5)
     return model.eval()
