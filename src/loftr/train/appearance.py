@@ -81,3 +81,42 @@ def appearance(rng: np.random.Generator, bgr: np.ndarray, strength: float = 1.0)
     if rng.random() < 0.4 * strength:
         grey = _jpeg(rng, grey)
     return np.clip(grey, 0, 1).astype(np.float32)
+
+
+def _moved_light(rng: np.random.Generator, grey: np.ndarray) -> np.ndarray:
+    """The light comes from elsewhere: a smooth gain field (a linear ramp plus two to four soft blobs, 0.2-1.8x)
+    multiplies the view, so regions swap which is bright and which is dark."""
+    h, w = grey.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    xx, yy = xx / max(w, h), yy / max(w, h)
+    a = rng.uniform(0, 2 * np.pi)
+    field = rng.uniform(-1.0, 1.0) * (np.cos(a) * (xx - xx.mean()) + np.sin(a) * (yy - yy.mean())) * 2
+    for _ in range(int(rng.integers(2, 5))):
+        cx, cy, r = rng.uniform(0, w / max(w, h)), rng.uniform(0, h / max(w, h)), rng.uniform(0.15, 0.5)
+        field = field + rng.uniform(-1.0, 1.0) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
+    gain = np.exp(np.clip(field, -1.6, 0.6))  # 0.2-1.8x
+    return grey * gain.astype(np.float32)
+
+
+def _night(rng: np.random.Generator, grey: np.ndarray) -> np.ndarray:
+    """Night or a dim interior: 2.5-5 stops less light, read and shot noise at that level, then the camera's gain
+    and a steep response bring it back (crushed blacks, amplified noise); a few lamps saturate small regions."""
+    stops = rng.uniform(2.5, 5.0)
+    dark = np.clip(grey, 0, 1) * 2.0 ** -stops
+    sigma = np.sqrt(rng.uniform(0.002, 0.01) ** 2 * dark + rng.uniform(0.001, 0.004) ** 2)
+    dark = dark + rng.standard_normal(grey.shape).astype(np.float32) * sigma
+    h, w = grey.shape
+    for _ in range(int(rng.integers(0, 4))):  # lamps: small, bright, blurred
+        lamp = np.zeros((h, w), np.float32)
+        cv2.circle(lamp, (int(rng.integers(w)), int(rng.integers(h))), int(rng.integers(2, 8)), 1.0, -1)
+        dark = dark + cv2.GaussianBlur(lamp, (0, 0), rng.uniform(3, 12)) * rng.uniform(0.2, 1.0)
+    lifted = np.clip(dark * 2.0 ** (stops * rng.uniform(0.6, 1.0)), 0, 1)
+    return lifted ** rng.uniform(0.7, 1.6)
+
+
+def relight(rng: np.random.Generator, grey: np.ndarray) -> np.ndarray:
+    """A strong illumination change of one (H, W) float32 grey view in [0, 1] (what WxBS calls a lighting change,
+    day to night included): the light moves (:func:`_moved_light`, 60 %) or night falls (:func:`_night`, 40 %).
+    Geometry is never touched."""
+    out = _moved_light(rng, grey) if rng.random() < 0.6 else _night(rng, grey)
+    return np.clip(out, 0, 1).astype(np.float32)

@@ -70,6 +70,10 @@ class TrainConfig:
                                    "pairs stay mild)")
     extreme_rotation: float = _f(45.0, "photos/mixed: largest in-plane rotation (degrees) of the extreme views; "
                                        "matching at any rotation is Matcher(rotations=4) / --rotations")
+    hard_light: float = _f(0.0, "photos/mixed: share of the homographic and posed training pairs in which one view "
+                                "is strongly relit (the light moved, or night: loftr.train.appearance.relight)")
+    posed_max_zoom: float = _f(1.8, "mixed: largest extra zoom of a posed crop beyond covering the network size "
+                                    "(each view draws its own, so the scale between the views reaches this too)")
     index: str = _f("", "scannet/megadepth: training index (.npz, folder of .npz, or .txt list of names)")
     intrinsics: str = _f("", "scannet: intrinsics.npz (default: found next to or above the index)")
     val_index: str = _f("", "scannet/megadepth: validation index (default: pairs spread over the training index)")
@@ -113,6 +117,9 @@ class TrainConfig:
         if not 0.0 <= self.extreme_share <= 1.0 or not 0.0 <= self.extreme_rotation <= 180.0:
             raise ValueError(f"extreme_share must be in [0, 1] and extreme_rotation in [0, 180] degrees, got "
                              f"{self.extreme_share} and {self.extreme_rotation}")
+        if not 0.0 <= self.hard_light <= 1.0 or self.posed_max_zoom < 1.0:
+            raise ValueError(f"hard_light must be in [0, 1] and posed_max_zoom at least 1, got {self.hard_light} and "
+                             f"{self.posed_max_zoom}")
         no_photo_pairs = self.dataset not in ("photos", "mixed") or (self.dataset == "mixed" and sum(shares) > 1 - 1e-9)
         if self.extreme_share > 0 and no_photo_pairs:
             raise ValueError("extreme_share applies to homographic photo pairs: --dataset photos, or mixed with "

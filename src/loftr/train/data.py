@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .appearance import relight
 from .warps import ExtremeWarp, render_view, sample_extreme
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp"}
@@ -98,13 +99,13 @@ class HomographyPairs(Dataset):
     are without extreme views."""
 
     def __init__(self, images: list[Path], size: int = 256, length: int = 1000, seed: int = 0,
-                 extreme_share: float = 0.0, extreme: ExtremeWarp = ExtremeWarp()) -> None:
+                 extreme_share: float = 0.0, extreme: ExtremeWarp = ExtremeWarp(), hard_light: float = 0.0) -> None:
         if not images:
             raise ValueError("no training images")
         if not 0.0 <= extreme_share <= 1.0:
             raise ValueError(f"extreme_share must be in [0, 1], got {extreme_share}")
         self.images, self.size, self.length, self.seed = list(images), size, length, seed
-        self.extreme_share, self.extreme = extreme_share, extreme
+        self.extreme_share, self.extreme, self.hard_light = extreme_share, extreme, hard_light
         self.epoch = 0
         self._photos = PhotoCache()
 
@@ -140,6 +141,12 @@ class HomographyPairs(Dataset):
             warped = cv2.warpPerspective(crop, H, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
             valid = cv2.warpPerspective(np.ones_like(crop), H, (s, s), flags=cv2.INTER_NEAREST) > 0.5
         img0, img1 = photometric(rng, crop), photometric(rng, warped)
+        if self.hard_light > 0 and pick.random() < self.hard_light:  # one view relit, drawn apart from the rest
+            light = np.random.default_rng([self.seed, self.epoch + epochs, index, 2])
+            if light.random() < 0.5:
+                img0 = relight(light, img0)
+            else:
+                img1 = relight(light, img1)
         img1 = np.where(valid, img1, 0.0).astype(np.float32)
         return PairSample(torch.from_numpy(img0)[None], torch.from_numpy(img1)[None], torch.from_numpy(H),
                           torch.from_numpy(valid))

@@ -55,7 +55,9 @@ def data_summary(cfg: dict[str, Any]) -> str:
         held = f", {cfg['posed_holdout']} held out" if cfg.get("posed_holdout") else ""
         taught = f", teacher matches of {len(str(cfg['posed_teacher']).split(','))} caches" if cfg.get(
             "posed_teacher") else ""
-        parts.append(f"posed {shares['posed']:g} ({Path(str(cfg['posed'])).name}{held}{taught})")
+        zoom = float(cfg.get("posed_max_zoom", 1.8) or 1.8)
+        zoomed = f", zoom to {zoom:g}" if zoom != 1.8 else ""
+        parts.append(f"posed {shares['posed']:g} ({Path(str(cfg['posed'])).name}{held}{taught}{zoomed})")
     if shares["scene"] > 0:
         parts.append(f"scenes {shares['scene']:g}")
     if shares["teacher"] > 0 and cfg.get("teacher"):
@@ -64,7 +66,9 @@ def data_summary(cfg: dict[str, Any]) -> str:
     if rest > 0:
         extreme = f", extreme {float(cfg['extreme_share']):g}" if cfg.get("extreme_share") else ""
         parts.append(f"photos {round(rest, 4):g} ({photos}{extreme})")
-    return "mixed: " + ", ".join(parts)
+    relit = f"; one view relit in {float(cfg['hard_light']):g} of the photo and posed pairs" if cfg.get(
+        "hard_light") else ""
+    return "mixed: " + ", ".join(parts) + relit
 
 
 def export_run(source: str | Path, out: str | Path, *, card: str | Path | None = None,

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..geometry import fundamental_from_pose
-from .appearance import appearance
+from .appearance import appearance, relight
 from .teacher import TeacherCache, stack_matched
 
 DEFAULT_HOLDOUT = ("cup-table",)  # the release gate evaluates on it
@@ -172,10 +172,11 @@ class PosedPairs(Dataset):
 
     ``scenes`` scene folders (see :func:`scene_folders`); ``size`` (W, H) of both views (multiples of 8);
     ``max_zoom`` the largest extra zoom of a crop beyond covering the network size; ``strength`` of the
-    appearance changes."""
+    appearance changes; ``hard_light`` the share of pairs in which one view is also strongly relit
+    (:func:`~loftr.train.appearance.relight`, drawn apart from the rest)."""
 
     def __init__(self, scenes: Iterable[str | Path], size: tuple[int, int] = (384, 288), length: int = 1000,
-                 seed: int = 0, max_zoom: float = 1.8, strength: float = 1.0, fine: bool = True,
+                 seed: int = 0, max_zoom: float = 1.8, strength: float = 1.0, fine: bool = True, hard_light: float = 0.0,
                  teacher: str | Path | TeacherCache | None = None, teacher_root: str | Path = ".") -> None:
         self.scenes = [PosedScene.load(s) for s in scenes]
         if not self.scenes:
@@ -192,7 +193,7 @@ class PosedPairs(Dataset):
         scene_w = np.sqrt([len(s.pairs) for s in self.scenes])  # big scenes more often, not proportionally
         self.scene_p = scene_w / scene_w.sum()
         self.size, self.length, self.seed = (int(size[0]), int(size[1])), length, seed
-        self.max_zoom, self.strength, self.fine = max_zoom, strength, fine
+        self.max_zoom, self.strength, self.fine, self.hard_light = max_zoom, strength, fine, hard_light
 
     def __len__(self) -> int:
         return self.length
@@ -251,7 +252,11 @@ class PosedPairs(Dataset):
         (K0, T0), (K1, T1) = scene.cameras[a], scene.cameras[b]
         F = np.linalg.inv(A1).T @ fundamental(K0, T0, K1, T1) @ np.linalg.inv(A0)
         F = F / np.linalg.norm(F)
-        return PosedPairSample(torch.from_numpy(appearance(rng, img0, self.strength))[None],
-                               torch.from_numpy(appearance(rng, img1, self.strength))[None],
+        views = [appearance(rng, img0, self.strength), appearance(rng, img1, self.strength)]
+        light = np.random.default_rng([self.seed, int(index), 2])
+        if self.hard_light > 0 and light.random() < self.hard_light:
+            side = int(light.integers(2))
+            views[side] = relight(light, views[side])
+        return PosedPairSample(torch.from_numpy(views[0])[None], torch.from_numpy(views[1])[None],
                                torch.from_numpy(p0[keep]), torch.from_numpy(p1[keep]),
                                torch.ones(int(keep.sum()), dtype=torch.bool), torch.from_numpy(F), self.fine)

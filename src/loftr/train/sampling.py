@@ -77,7 +77,8 @@ class StepSampler(Sampler[int]):
 
 def _extreme(cfg: TrainConfig) -> dict[str, Any]:
     """The extreme-view settings of the training photo pairs."""
-    return {"extreme_share": cfg.extreme_share, "extreme": ExtremeWarp(max_rotation=cfg.extreme_rotation)}
+    return {"extreme_share": cfg.extreme_share, "extreme": ExtremeWarp(max_rotation=cfg.extreme_rotation),
+            "hard_light": cfg.hard_light}
 
 
 def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, bool]:
@@ -109,6 +110,7 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, bool]:
             if cfg.posed and cfg.posed_share > 0:
                 scenes = scene_folders(cfg.posed, cfg.posed_holdout.split(","))
                 sources.append(PosedPairs(scenes, size, length=length, seed=cfg.seed + 3, fine=cfg.posed_fine,
+                                          max_zoom=cfg.posed_max_zoom, hard_light=cfg.hard_light,
                                           teacher=cfg.posed_teacher or None, teacher_root=cfg.images))
                 shares.append(cfg.posed_share)
             data = MixedPairs(sources, shares, cfg.batch_size, seed=cfg.seed, length=length)
