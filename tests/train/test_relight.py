@@ -82,3 +82,18 @@ def test_options_are_checked_and_recorded(photo_dir: Path, scene: Path, tmp_path
     assert "zoom to 3" in line and "one view relit in 0.5" in line
     assert "relit" not in data_summary({**cfg, "hard_light": 0.0}) and "zoom" not in data_summary(
         {**cfg, "posed_max_zoom": 1.8})
+
+
+def test_another_sensor_flips_some_edges_and_keeps_the_structure() -> None:
+    from loftr.train.appearance import _other_sensor
+
+    grey = grey_texture("camera", 128).astype(np.float32)
+    flipped = []
+    for seed in range(8):
+        out = np.clip(_other_sensor(np.random.default_rng(seed), grey), 0, 1)
+        gx0, gx1 = np.gradient(grey)[1], np.gradient(out)[1]
+        strong = np.abs(gx0) > np.percentile(np.abs(gx0), 90)
+        agree = np.sign(gx0[strong]) == np.sign(gx1[strong])
+        flipped.append(1 - agree.mean())
+        assert np.corrcoef(np.abs(gx0).ravel(), np.abs(gx1).ravel())[0, 1] > 0.2  # edges stay where they were
+    assert max(flipped) > 0.3 and min(flipped) < 0.7  # not a plain inversion, nor a plain gain

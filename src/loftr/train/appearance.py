@@ -114,9 +114,24 @@ def _night(rng: np.random.Generator, grey: np.ndarray) -> np.ndarray:
     return lifted ** rng.uniform(0.7, 1.6)
 
 
+def _other_sensor(rng: np.random.Generator, grey: np.ndarray) -> np.ndarray:
+    """Another sensor (thermal or near-infrared against visible): intensities pass a random non-monotonic tone curve
+    (six knots, so some edges keep their sign, some flip and some fade), a smooth field stands for surfaces at other
+    temperatures, and the lower resolution of such sensors blurs the view (sigma 0.7-2 px)."""
+    knots = np.linspace(0, 1, 6)
+    curve = rng.uniform(0, 1, 6)
+    curve[int(rng.integers(6))] = rng.choice([0.0, 1.0])  # the curve spans most of the range
+    out = np.interp(np.clip(grey, 0, 1), knots, curve).astype(np.float32)
+    h, w = grey.shape
+    field = cv2.resize(rng.uniform(-0.25, 0.25, (3, 4)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    return cv2.GaussianBlur(out + field, (0, 0), rng.uniform(0.7, 2.0))
+
+
 def relight(rng: np.random.Generator, grey: np.ndarray) -> np.ndarray:
-    """A strong illumination change of one (H, W) float32 grey view in [0, 1] (what WxBS calls a lighting change,
-    day to night included): the light moves (:func:`_moved_light`, 60 %) or night falls (:func:`_night`, 40 %).
-    Geometry is never touched."""
-    out = _moved_light(rng, grey) if rng.random() < 0.6 else _night(rng, grey)
+    """A strong illumination or sensor change of one (H, W) float32 grey view in [0, 1] (WxBS's lighting and
+    sensor pairs, day to night included): the light moves (:func:`_moved_light`, 50 %), night falls
+    (:func:`_night`, 35 %) or another sensor sees the view (:func:`_other_sensor`, 15 %). Geometry is never
+    touched."""
+    kind = rng.random()
+    out = _moved_light(rng, grey) if kind < 0.5 else _night(rng, grey) if kind < 0.85 else _other_sensor(rng, grey)
     return np.clip(out, 0, 1).astype(np.float32)
