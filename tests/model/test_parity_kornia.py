@@ -136,18 +136,9 @@ def motorcycle_640() -> tuple[torch.Tensor, torch.Tensor]:
     return load_grey(pair.left, (640, 480)), load_grey(pair.right, (640, 480))
 
 
-@pytest.mark.parametrize("preset", ["outdoor_ds", "indoor_ds_new"])
-def test_reference_and_fast_paths_match_kornia_end_to_end(preset: str, motorcycle_640) -> None:
-    """The setting of the parity figures: 640x480 real pair, threshold 0 (every mutual nearest neighbour), float32.
-
-    The reference path computes the official formulas in the official order (only kornia's own float32
-    rearrangements stand between them, about one float32 step at 640 px, 6.1e-5), so its keypoints stay within
-    1e-4 px of kornia's; the fast path reorders more (in-place ops, fused projections, no confidence matrix) and
-    stays within 1e-3 px. Both give kornia's match pairs exactly."""
-    img0, img1 = motorcycle_640
-    ours = randomize(LoFTR(config=with_overrides(get_preset(preset), thr=0.0)), seed=1,
-                     calib=torch.cat([img0, img1])[..., ::2, ::2])
-    theirs = kornia_loftr.LoFTR(pretrained=None, config=_kornia_config(preset, 0.0))
+def _both_paths_match(ours: LoFTR, theirs: torch.nn.Module, img0: torch.Tensor, img1: torch.Tensor) -> None:
+    """kornia's model given our weights, against our reference path (keypoints within 1e-4 px) and our fast path
+    (1e-3 px): the same match pairs, every mutual nearest neighbour of a real 640x480 pair, in float32."""
     theirs.load_state_dict(copy.deepcopy(ours.state_dict()))
     theirs.eval()
     fast = optimize_for_inference(ours)
@@ -163,25 +154,29 @@ def test_reference_and_fast_paths_match_kornia_end_to_end(preset: str, motorcycl
         torch.testing.assert_close(got["confidence"], want["confidence"], atol=10 * tol, rtol=0)
 
 
+@pytest.mark.parametrize("preset", ["outdoor_ds", "indoor_ds_new"])
+def test_reference_and_fast_paths_match_kornia_end_to_end(preset: str, motorcycle_640) -> None:
+    """The setting of the parity figures: 640x480 real pair, threshold 0 (every mutual nearest neighbour), float32.
+
+    The reference path computes the official formulas in the official order (only kornia's own float32
+    rearrangements stand between them, about one float32 step at 640 px, 6.1e-5), so its keypoints stay within
+    1e-4 px of kornia's; the fast path reorders more (in-place ops, fused projections, no confidence matrix) and
+    stays within 1e-3 px. Both give kornia's match pairs exactly."""
+    img0, img1 = motorcycle_640
+    ours = randomize(LoFTR(config=with_overrides(get_preset(preset), thr=0.0)), seed=1,
+                     calib=torch.cat([img0, img1])[..., ::2, ::2])
+    theirs = kornia_loftr.LoFTR(pretrained=None, config=_kornia_config(preset, 0.0))
+    _both_paths_match(ours, theirs, img0, img1)
+
+
 def test_bundled_weights_match_kornia(motorcycle_640) -> None:
     """The bundled weights (trained, what `loftr match` runs) loaded into kornia's port: the same matches; keypoints
     within 1e-4 px on the reference path and 1e-3 px on the fast path, in float32. (The random-weight tests above
     check the formulas of every preset; trained weights check the standard where users meet it.) The file's own
     flat-heat-map filter is a setting of ours that kornia does not have, so it is switched off here."""
     img0, img1 = motorcycle_640
-    ours = load_weights(LoFTR(config=with_overrides(get_preset("tiny_ds"), thr=0.0)), bundled_path("tiny_ds.safetensors"))
+    ours = load_weights(LoFTR(config=with_overrides(get_preset("tiny_ds"), thr=0.0)),
+                        bundled_path("tiny_ds.safetensors"))
     ours.config = dataclasses.replace(ours.config, fine_max_std=None)
     theirs = kornia_loftr.LoFTR(pretrained=None, config=_kornia_config("tiny_ds", 0.0))
-    theirs.load_state_dict(copy.deepcopy(ours.state_dict()))
-    theirs.eval()
-    fast = optimize_for_inference(copy.deepcopy(ours))
-    with torch.inference_mode():
-        want = _by_cell(theirs({"image0": img0, "image1": img1}))
-        reference = _by_cell(ours({"image0": img0, "image1": img1}))
-        fast_out = _by_cell(fast({"image0": img0, "image1": img1}))
-    assert len(want["confidence"]) > 1000, "too few matches for a meaningful comparison"
-    for got, tol in ((reference, 1e-4), (fast_out, 1e-3)):
-        assert len(got["confidence"]) == len(want["confidence"])
-        assert torch.equal(got["keypoints0"], want["keypoints0"])
-        torch.testing.assert_close(got["keypoints1"], want["keypoints1"], atol=tol, rtol=0)
-        torch.testing.assert_close(got["confidence"], want["confidence"], atol=10 * tol, rtol=0)
+    _both_paths_match(ours, theirs, img0, img1)
