@@ -256,6 +256,26 @@ def test_fine_only_keeps_the_coarse_stage(photo_dir: Path, tmp_path: Path) -> No
     assert LoFTR("tiny_ds", weights=tmp_path / "f.safetensors").config.fine_max_std == limit
 
 
+def test_freeze_bn_holds_the_batchnorm_statistics_and_trains_the_rest(photo_dir: Path, tmp_path: Path) -> None:
+    """--freeze-bn: every BatchNorm's running statistics stay those of --init (also across a validation, which puts
+    the model back in train mode), while the weights, BatchNorm affines included, learn."""
+    from loftr.train.trainer import Trainer
+
+    with pytest.raises(ValueError, match="needs --init"):
+        _cfg(photo_dir, tmp_path / "bn", freeze_bn=True)
+    init = save_safetensors(LoFTR("tiny_ds", weights="tiny_ds"), tmp_path / "init.safetensors", preset="tiny_ds")
+    trainer = Trainer(_cfg(photo_dir, tmp_path / "bn", freeze_bn=True, init=str(init), steps=3, validate_every=1))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.run()
+    after = trainer.model.state_dict()
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(before[k], after[k]) for k in stats)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert "backbone.conv1.weight" in changed and "backbone.bn1.weight" in changed
+    moving = Trainer(_cfg(photo_dir, tmp_path / "moving", init=str(init), steps=1))
+    moving.run()  # without the option the statistics move
+    assert not all(torch.equal(before[k], moving.model.state_dict()[k]) for k in stats)
+
 def test_weights_metadata_names_every_data_source_and_the_init() -> None:
     from loftr.train.export import data_summary
 

@@ -88,6 +88,8 @@ class TrainConfig:
     fine_only: bool = _f(False, "train only the fine stage (the FPN merges below 1/8, the window pre-processing, the "
                                 "fine transformer); the rest stays as --init gave it (BatchNorm statistics too), so "
                                 "the coarse matches do not change")
+    freeze_bn: bool = _f(False, "BatchNorm statistics held at those of --init (eval-mode BatchNorm, its affine still "
+                                "learns): fine-tuning in small batches of another data mix would otherwise move them")
     sync_bn: bool = _f(True, "multi-GPU: synchronise BatchNorm statistics across ranks (CUDA only)")
 
     def __post_init__(self) -> None:
@@ -124,6 +126,8 @@ class TrainConfig:
         if self.extreme_share > 0 and no_photo_pairs:
             raise ValueError("extreme_share applies to homographic photo pairs: --dataset photos, or mixed with "
                              "a share left for them")
+        if self.freeze_bn and not self.init:
+            raise ValueError("freeze_bn holds the BatchNorm statistics of given weights: it needs --init")
         if self.fine_only and not self.init:
             raise ValueError("fine_only trains the fine stage of given weights: it needs --init")
         if not isinstance(self.model_overrides, dict):

@@ -73,6 +73,14 @@ def freeze(modules: list[nn.Module]) -> None:
             p.requires_grad_(False)
 
 
+def hold_batchnorm(model: nn.Module) -> None:
+    """Every BatchNorm in eval mode: normalised by the running statistics it has, which no longer move (its affine
+    still learns); call again after any ``model.train()``."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 def _schedule(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         return 0.1 + 0.9 * step / cfg.warmup
@@ -152,6 +160,8 @@ class Trainer:
             log.info("initialised from %s", cfg.init)
         self.frozen = coarse_modules(self.model) if cfg.fine_only else []
         freeze(self.frozen)
+        if cfg.freeze_bn:
+            hold_batchnorm(self.model)
         if not restored and self.proc.rank:
             torch.manual_seed(cfg.seed + self.proc.rank)  # distinct random ground-truth pads per rank
         self.train_data, self.val_data, self.endless = build_datasets(cfg)
@@ -212,6 +222,8 @@ class Trainer:
     def _train_step(self, batch: Batch) -> torch.Tensor:
         cfg = self.cfg
         freeze(self.frozen)  # (validation switches the model back to train mode as a whole)
+        if self.cfg.freeze_bn:
+            hold_batchnorm(self.model)
         loss, logs = self.loss_module(batch)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
