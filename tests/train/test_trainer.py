@@ -286,3 +286,29 @@ def test_weights_metadata_names_every_data_source_and_the_init() -> None:
     assert data_summary({"images": "data/photos"}) == "photos: photos"
     assert data_summary({**cfg, "posed_share": 0.7}) == ("mixed: posed 0.7 (posed_train, cup-table held out), "
                                                          "scenes 0.3")
+
+
+def test_blend_weights_interpolates_two_files_of_one_architecture(tmp_path: Path, capsys) -> None:
+    from loftr.weights import read_state_dict
+
+    shipped = save_safetensors(LoFTR("tiny_ds", weights="tiny_ds"), tmp_path / "a.safetensors", preset="tiny_ds",
+                               extra={"trained_on": "photos"})
+    other = LoFTR("tiny_ds", weights="tiny_ds")
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    other = save_safetensors(other, tmp_path / "b.safetensors", preset="tiny_ds", extra={"trained_on": "posed"})
+    assert main(["blend-weights", str(shipped), str(other), "--share", "0.25", "--out", str(tmp_path / "m.safetensors")]) == 0
+    (a, _), (b, _), (m, meta) = (read_state_dict(p, kind=".safetensors") for p in (shipped, other, tmp_path / "m.safetensors"))
+    w = "backbone.conv1.weight"
+    torch.testing.assert_close(m[w].float(), 0.75 * a[w].float() + 0.25 * b[w].float(), atol=1e-3, rtol=1e-3)
+    assert not torch.equal(m[w], a[w]) and m[w].dtype == torch.float16 and meta["preset"] == "tiny_ds"
+    assert "0.75 of a.safetensors" in meta["trained_on"] and "0.25 of b.safetensors" in meta["trained_on"]
+    assert "photos" in meta["trained_on"] and "posed" in meta["trained_on"]
+    assert LoFTR("tiny_ds", weights=tmp_path / "m.safetensors") is not None  # loads as a model
+    out = str(tmp_path / "x.safetensors")
+    assert main(["blend-weights", str(shipped), str(other), "--share", "1.5", "--out", out]) != 0
+    assert "must be in [0, 1], got 1.5" in capsys.readouterr().err
+    small = save_safetensors(LoFTR("outdoor_ds"), tmp_path / "o.safetensors", preset="outdoor_ds")
+    assert main(["blend-weights", str(shipped), str(small), "--out", out]) != 0
+    assert "not weights of one architecture" in capsys.readouterr().err and not Path(out).exists()

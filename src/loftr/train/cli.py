@@ -138,6 +138,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_blend(args: argparse.Namespace) -> int:
+    from ..weights import sha256_of
+    from .export import blend_weights
+
+    out = blend_weights(args.first, args.second, args.share, args.out)
+    print(f"{out} ({1 - args.share:g} x {args.first} + {args.share:g} x {args.second}, fp16, sha256 {sha256_of(out)})")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from .plot import save_plot
 
@@ -252,6 +261,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--accuracy", help="JSON file of measured accuracy to put in the card")
     p.add_argument("--preset", help="preset of the checkpoint (read from it when stored)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("blend-weights", help="interpolate two weights files of one architecture",
+                       description="Write (1 - SHARE) x FIRST + SHARE x SECOND, tensor by tensor, as fp16 safetensors "
+                       "(e.g. the bundled weights and a fine-tuned copy of them); the metadata names both parents.")
+    p.add_argument("first", metavar="FIRST")
+    p.add_argument("second", metavar="SECOND")
+    p.add_argument("--share", type=float, default=0.5, help="share of SECOND (default 0.5)")
+    p.add_argument("--out", required=True, help="the .safetensors file to write")
+    p.set_defaults(func=cmd_blend)
 
     p = sub.add_parser("train-plot", help="plot a run's loss and validation precision against steps",
                        description="Plot RUN_DIR/log.jsonl: training loss (raw and smoothed, log scale) and the "
