@@ -197,26 +197,22 @@ def blend_weights(first: str | Path, second: str | Path, share: float, out: str 
     ``first``), as fp16 safetensors: weight-space interpolation between a model and a fine-tuned copy of it, which
     can keep some of each one's strengths. Both files must be of one architecture; the preset and match filter are
     ``first``'s and the metadata names both parents with their shares."""
-    from ..weights import read_state_dict, sha256_of
+    from ..config import get_preset
+    from ..model import LoFTR
+    from ..weights import load_weights, read_state_dict, save_safetensors, sha256_of
 
     if not 0.0 <= share <= 1.0:
         raise LoFTRError(f"the share of the second file must be in [0, 1], got {share}")
     if Path(out).suffix != ".safetensors":
         raise LoFTRError(f"{out}: the blend is written as safetensors, so its name must end in .safetensors")
     (a, meta_a), (b, meta_b) = read_state_dict(first), read_state_dict(second)
-    if meta_a.get("preset") != meta_b.get("preset") or a.keys() != b.keys() or any(
+    if not meta_a.get("preset") or meta_a.get("preset") != meta_b.get("preset") or a.keys() != b.keys() or any(
             a[k].shape != b[k].shape for k in a):
         raise LoFTRError(f"{first} and {second} are not weights of one architecture (presets "
                          f"{meta_a.get('preset')} and {meta_b.get('preset')})")
-    mixed = {k: ((1 - share) * a[k].float() + share * b[k].float()).half() if a[k].is_floating_point() else a[k]
-             for k in a}
+    model = load_weights(LoFTR(config=get_preset(meta_a["preset"])), first)  # first's match filter too
+    model.load_state_dict({k: (1 - share) * a[k].float() + share * b[k].float() if a[k].is_floating_point() else a[k]
+                           for k in a})
     parents = [f"{1 - share:g} of {Path(first).name} ({sha256_of(first)[:8]}: {meta_a.get('trained_on', '?')})",
                f"{share:g} of {Path(second).name} ({sha256_of(second)[:8]}: {meta_b.get('trained_on', '?')})"]
-    keep = {k: v for k, v in meta_a.items() if k in ("preset", "format_version", "library", "fine_max_std")}
-    meta = {**keep, "trained_on": "blend: " + " + ".join(parents)}
-    from safetensors.torch import save_file
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in mixed.items()}, str(out), metadata=meta)
-    return out
+    return save_safetensors(model, out, preset=meta_a["preset"], extra={"trained_on": "blend: " + " + ".join(parents)})

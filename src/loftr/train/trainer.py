@@ -159,9 +159,7 @@ class Trainer:
             self.model.train()
             log.info("initialised from %s", cfg.init)
         self.frozen = coarse_modules(self.model) if cfg.fine_only else []
-        freeze(self.frozen)
-        if cfg.freeze_bn:
-            hold_batchnorm(self.model)
+        self._hold()
         if not restored and self.proc.rank:
             torch.manual_seed(cfg.seed + self.proc.rank)  # distinct random ground-truth pads per rank
         self.train_data, self.val_data, self.endless = build_datasets(cfg)
@@ -219,11 +217,15 @@ class Trainer:
             state["scaler"] = self.scaler.state_dict()
         _save_atomic(state, self.last)
 
-    def _train_step(self, batch: Batch) -> torch.Tensor:
-        cfg = self.cfg
-        freeze(self.frozen)  # (validation switches the model back to train mode as a whole)
+    def _hold(self) -> None:
+        """What stays as --init gave it: the frozen modules (--fine-only) and the BatchNorm statistics (--freeze-bn)."""
+        freeze(self.frozen)
         if self.cfg.freeze_bn:
             hold_batchnorm(self.model)
+
+    def _train_step(self, batch: Batch) -> torch.Tensor:
+        cfg = self.cfg
+        self._hold()  # (validation switches the model back to train mode as a whole)
         loss, logs = self.loss_module(batch)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
