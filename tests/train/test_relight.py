@@ -57,6 +57,21 @@ def test_homographic_pairs_relight_one_view_and_keep_everything_else(photo_dir: 
     assert 0 < relit < 12
 
 
+def test_extreme_views_can_be_spared_the_relighting(photo_dir: Path) -> None:
+    images = list_images(photo_dir)
+    extreme = dict(size=64, length=6, seed=5, extreme_share=1.0)
+    plain, spared = HomographyPairs(images, **extreme), HomographyPairs(images, **extreme, hard_light=1.0,
+                                                                         extreme_light=False)
+    lit = HomographyPairs(images, **extreme, hard_light=1.0)
+    for k in range(6):  # every pair extreme: sparing them relights none, the default relights all
+        assert torch.equal(plain[k].image0, spared[k].image0) and torch.equal(plain[k].image1, spared[k].image1)
+        assert not (torch.equal(plain[k].image0, lit[k].image0) and torch.equal(plain[k].image1, lit[k].image1))
+    mild = HomographyPairs(images, size=64, length=6, seed=5, hard_light=1.0, extreme_light=False)
+    base = HomographyPairs(images, size=64, length=6, seed=5)
+    for k in range(6):  # no extreme views: every pair still relit in one view
+        assert torch.equal(base[k].image0, mild[k].image0) != torch.equal(base[k].image1, mild[k].image1)
+
+
 def test_posed_pairs_relight_one_view_and_zoom_further(scene: Path) -> None:
     plain = PosedPairs([scene], (128, 96), length=8, seed=3)
     lit = PosedPairs([scene], (128, 96), length=8, seed=3, hard_light=1.0)
@@ -82,6 +97,8 @@ def test_options_are_checked_and_recorded(photo_dir: Path, scene: Path, tmp_path
     assert "zoom to 3" in line and "one view relit in 0.5" in line
     assert "relit" not in data_summary({**cfg, "hard_light": 0.0}) and "zoom" not in data_summary(
         {**cfg, "posed_max_zoom": 1.8})
+    assert "(not the extreme views)" in data_summary({**cfg, "extreme_share": 0.4, "extreme_light": False})
+    assert "not the extreme" not in data_summary({**cfg, "extreme_share": 0.4})
 
 
 def test_another_sensor_flips_some_edges_and_keeps_the_structure() -> None:

@@ -72,6 +72,8 @@ class TrainConfig:
                                        "matching at any rotation is Matcher(rotations=4) / --rotations")
     hard_light: float = _f(0.0, "photos/mixed: share of the homographic and posed training pairs in which one view "
                                 "is strongly relit (the light moved, or night: loftr.train.appearance.relight)")
+    extreme_light: bool = _f(True, "photos/mixed: --hard-light also relights the extreme views (--no-extreme-light: "
+                                   "they keep only the mild photometric change, the relighting goes to the others)")
     posed_max_zoom: float = _f(1.8, "mixed: largest extra zoom of a posed crop beyond covering the network size "
                                     "(each view draws its own, so the scale between the views reaches this too)")
     index: str = _f("", "scannet/megadepth: training index (.npz, folder of .npz, or .txt list of names)")

@@ -99,13 +99,15 @@ class HomographyPairs(Dataset):
     are without extreme views."""
 
     def __init__(self, images: list[Path], size: int = 256, length: int = 1000, seed: int = 0,
-                 extreme_share: float = 0.0, extreme: ExtremeWarp = ExtremeWarp(), hard_light: float = 0.0) -> None:
+                 extreme_share: float = 0.0, extreme: ExtremeWarp = ExtremeWarp(), hard_light: float = 0.0,
+                 extreme_light: bool = True) -> None:
         if not images:
             raise ValueError("no training images")
         if not 0.0 <= extreme_share <= 1.0:
             raise ValueError(f"extreme_share must be in [0, 1], got {extreme_share}")
         self.images, self.size, self.length, self.seed = list(images), size, length, seed
         self.extreme_share, self.extreme, self.hard_light = extreme_share, extreme, hard_light
+        self.extreme_light = extreme_light
         self.epoch = 0
         self._photos = PhotoCache()
 
@@ -131,7 +133,8 @@ class HomographyPairs(Dataset):
         y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
         crop = cv2.resize(img[y:y + side, x:x + side], (s, s), interpolation=cv2.INTER_AREA)
         pick = np.random.default_rng([self.seed, self.epoch + epochs, index, 1])
-        if self.extreme_share > 0 and pick.random() < self.extreme_share:
+        extreme = self.extreme_share > 0 and pick.random() < self.extreme_share
+        if extreme:
             H = sample_extreme(rng, s, self.extreme)
             k = s / side  # photo pixels → crop pixels (cv2.resize keeps pixel centres)
             photo_to_0 = np.array([[k, 0, (0.5 - x) * k - 0.5], [0, k, (0.5 - y) * k - 0.5], [0, 0, 1]])
@@ -141,7 +144,8 @@ class HomographyPairs(Dataset):
             warped = cv2.warpPerspective(crop, H, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
             valid = cv2.warpPerspective(np.ones_like(crop), H, (s, s), flags=cv2.INTER_NEAREST) > 0.5
         img0, img1 = photometric(rng, crop), photometric(rng, warped)
-        if self.hard_light > 0 and pick.random() < self.hard_light:  # one view relit, drawn apart from the rest
+        relit = self.hard_light > 0 and pick.random() < self.hard_light  # one view relit, drawn apart from the rest
+        if relit and (self.extreme_light or not extreme):
             light = np.random.default_rng([self.seed, self.epoch + epochs, index, 2])
             if light.random() < 0.5:
                 img0 = relight(light, img0)

@@ -66,7 +66,8 @@ def data_summary(cfg: dict[str, Any]) -> str:
     if rest > 0:
         extreme = f", extreme {float(cfg['extreme_share']):g}" if cfg.get("extreme_share") else ""
         parts.append(f"photos {round(rest, 4):g} ({photos}{extreme})")
-    relit = f"; one view relit in {float(cfg['hard_light']):g} of the photo and posed pairs" if cfg.get(
+    spared = " (not the extreme views)" if cfg.get("extreme_share") and cfg.get("extreme_light") is False else ""
+    relit = f"; one view relit in {float(cfg['hard_light']):g} of the photo and posed pairs{spared}" if cfg.get(
         "hard_light") else ""
     return "mixed: " + ", ".join(parts) + relit
 

@@ -78,7 +78,7 @@ class StepSampler(Sampler[int]):
 def _extreme(cfg: TrainConfig) -> dict[str, Any]:
     """The extreme-view settings of the training photo pairs."""
     return {"extreme_share": cfg.extreme_share, "extreme": ExtremeWarp(max_rotation=cfg.extreme_rotation),
-            "hard_light": cfg.hard_light}
+            "hard_light": cfg.hard_light, "extreme_light": cfg.extreme_light}
 
 
 def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, bool]:
