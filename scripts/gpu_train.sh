@@ -63,8 +63,8 @@ elif [ -f "$TEACHER" ]; then
 fi
 echo "sources: ${sources[*]}; recipe: lr $LR, ${recipe[*]}" | tee -a "$OUT/train.log"
 "$py" -m loftr.cli train --dataset mixed "${sources[@]}" --data "$DATA" --out "$RUN" "${resume[@]}" --preset tiny_ds \
-  --size "$SIZE" --batch-size "$BATCH" --steps "$STEPS" --lr "$LR" --warmup "$WARMUP" "${recipe[@]}" --bf16 --device "$DEVICE" \
-  --workers "$WORKERS" --minutes "$MINUTES" --init "$INIT" --checkpoint-every 100 --validate-every 1000 \
+  --size "$SIZE" --batch-size "$BATCH" --steps "$STEPS" --lr "$LR" --warmup "$WARMUP" "${recipe[@]}" --bf16 \
+  --device "$DEVICE" --workers "$WORKERS" --minutes "$MINUTES" --init "$INIT" --checkpoint-every 100 --validate-every 1000 \
   --val-pairs "${VAL_PAIRS:-64}" --log-every 20 2>&1 | tee -a "$OUT/train.log"
 status=${PIPESTATUS[0]}
 
