@@ -10,7 +10,7 @@ Every row runs both models and a baseline on the same pairs with the same protoc
 |---|---|---|---|
 | fox, castle | ``posed``: gaps 1/2/4/8, stride 3 (63 + 58 pairs), 1024 px | pose AUC@5 | std over 4 match orders |
 | fox_wide | fox at gaps 6/10/16 (41 pairs), 640 px | pose AUC@5 | std over 4 match orders |
-| heldout | ``posed_train/cup-table`` (never trained on): 48 pairs of track overlap 0.1-0.4 | pose AUC@5 | orders |
+| heldout | ``posed_train/cup-table`` (never trained on): 144 pairs of track overlap 0.1-0.4 | pose AUC@5 | orders |
 | wxbs | WxBS, 34 pairs, 1024 px | GT within 5 px | std over 4 match orders (MAGSAC) |
 | homographies | the first image of each WxBS pair warped at 640 px, seeds 0/1/2 | corner AUC@3 | std over seeds |
 | extreme | the same images under EVD-like warps (any rotation, scale to 4x, strong tilt) | solved < 10 px | orders |
@@ -57,6 +57,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 DATA = ROOT.parent / "shared" / "data"
 HELD_OUT = "cup-table"  # the posed_train scene that training leaves out for this gate
+# its pairs: 48 until 2026-12-06, when a file picked for its figure on them (the shipped one) scored 5 points lower
+# on 96 other pairs of the scene (benchmarks/heldout_spread.py): more pairs, less room for a lucky pick
+HELD_OUT_PAIRS = 144
+ROW_DATA = {"heldout": f"{HELD_OUT_PAIRS} pairs"}  # rows whose data changed: cached results of the old data not reused
 ORDERS = 4
 # package code the matching rows never run (they match in-process): changing it keeps their cached results
 NOT_MATCHING = ("pipeline", "cli.py", "serve.py", "viz.py", "inspect.py")
@@ -226,7 +230,9 @@ def _matcher(method: Model | Baseline, max_size: int | None):
 
 def _cache_key(ctx: Context, row: str, method: Model | Baseline) -> Path | None:
     """A model's results depend on its file, filter, precision and the package code (the matching rows on the code
-    the in-process matcher runs, the SfM rows on all of it); a baseline's on the scoring code only (so that a baseline measured once, e.g. ALIKED in the environment where it imports, is reused)."""
+    the in-process matcher runs, the SfM rows on all of it); a baseline's on the scoring code only (so that a
+    baseline measured once, e.g. ALIKED in the environment where it imports, is reused); both on the row's data
+    (``ROW_DATA``)."""
     if ctx.cache is None:
         return None
     if isinstance(method, Baseline):
@@ -234,6 +240,8 @@ def _cache_key(ctx: Context, row: str, method: Model | Baseline) -> Path | None:
     else:
         tree = ctx.src_tree if row.startswith("sfm") else ctx.match_tree
         who = f"{method.sha256}|{method.max_std}|{method.dtype}|{tree}"
+    if row in ROW_DATA:
+        who += f"|{ROW_DATA[row]}"
     return ctx.cache / f"{row}-{hashlib.sha256(who.encode()).hexdigest()[:20]}.json"
 
 
@@ -298,7 +306,7 @@ def row_posed(ctx: Context, scene: str, gaps: Sequence[int], max_size: int, key:
     return pose_rows(ctx, key, title, pairs, max_size)
 
 
-def heldout_pairs(scene: Path, n: int = 48, lo: float = 0.1, hi: float = 0.4, seed: int = 0) -> list[Any]:
+def heldout_pairs(scene: Path, n: int = HELD_OUT_PAIRS, lo: float = 0.1, hi: float = 0.4, seed: int = 0) -> list[Any]:
     """``n`` pairs of a posed_train scene whose track overlap is in [lo, hi] (drawn with ``seed``), as PosePairs."""
     from loftr.eval.pose import PosePair
     from loftr.eval.posed import read_cameras
@@ -565,7 +573,7 @@ ROWS: dict[str, Callable[[Context], Row]] = {
 
 
 # one model's minutes per row on one busy core (measured 2026-12-03): how --jobs balances its processes
-COST = {"castle": 12, "fox": 19, "fox_wide": 5, "heldout": 5, "wxbs": 2.5, "homographies": 5, "extreme": 2,
+COST = {"castle": 12, "fox": 19, "fox_wide": 5, "heldout": 15, "wxbs": 2.5, "homographies": 5, "extreme": 2,
         "stereo": 0.1, "sfm_kitti": 3.5, "sfm_castle": 5, "sfm_fox": 6, "speed": 0}
 
 

@@ -119,3 +119,44 @@ def test_split_rows_balances_and_keeps_speed_out(release):
     loads = [sum(release.COST[r] for r in g) for g in groups]
     assert max(loads) - min(loads) <= max(release.COST.values())
     assert release.split_rows(["stereo"], 3) == [["stereo"]]
+
+
+@pytest.fixture(scope="module")
+def spread(release):
+    spec = importlib.util.spec_from_file_location("heldout_spread", ROOT / "benchmarks" / "heldout_spread.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_bootstrap_sees_the_difference_not_the_pairs(spread):
+    rng = np.random.default_rng(0)
+    hard = rng.uniform(0, 40, (60, 4))  # pairs of very different difficulty: a large unpaired spread
+    same = spread.paired_bootstrap(hard, hard.copy(), 5.0, 200)
+    assert np.all(same == 0)
+    better = hard.copy()
+    better[:20] = 0.5  # a third of the pairs solved
+    boot = spread.paired_bootstrap(hard, better, 5.0, 500)
+    gain = spread.auc(better, 5.0) - spread.auc(hard, 5.0)
+    assert gain > 10 and np.all(boot >= 0) and abs(boot.mean() - gain) < 0.2 * gain and boot.std() > 0
+
+
+def test_fresh_heldout_pairs_leave_the_gates_out(spread, release):
+    scene = release.DATA / "posed_train" / release.HELD_OUT
+    if not (scene / "pairs.txt").is_file():
+        pytest.skip("no shared posed_train data")
+    gate = {p.name for p in release.heldout_pairs(scene)}
+    fresh = spread.fresh_pairs(scene, 30, seed=1)
+    names = [p.name for p in fresh]
+    assert len(set(names)) == 30 and not gate & set(names)
+    assert names == [p.name for p in spread.fresh_pairs(scene, 30, seed=1)] != [p.name for p in
+                                                                                spread.fresh_pairs(scene, 30, seed=2)]
+
+
+def test_cache_key_follows_the_rows_data(release, tmp_path, monkeypatch):
+    ctx = release.Context((), (), tmp_path, tmp_path, "src", "match", print)
+    sift = release.Baseline("sift")
+    key = release._cache_key(ctx, "heldout", sift)
+    assert key == release._cache_key(ctx, "heldout", sift) and key.parent == tmp_path
+    monkeypatch.setitem(release.ROW_DATA, "heldout", "other pairs")
+    assert release._cache_key(ctx, "heldout", sift) != key
