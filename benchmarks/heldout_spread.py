@@ -71,9 +71,19 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, threshold: float, draws: int,
     return out
 
 
+def _model(spec: str) -> Any:
+    """``FILE`` or ``FILE@MAX_STD`` (the file with that fine match filter) as the gate's Model, labelled ``spec``."""
+    path, _, max_std = spec.partition("@")
+    try:
+        return resolve(path, spec, float(max_std) if max_std else None)
+    except ValueError:
+        raise SystemExit(f"heldout_spread: {spec!r}: the part after @ must be a number (the fine match filter)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("weights", nargs="+", help="weights files or registry names; the first is the reference")
+    parser.add_argument("weights", nargs="+", help="weights files or registry names, each with an optional @MAX_STD "
+                        "(its fine match filter; @0 = off; default the file's own); the first is the reference")
     parser.add_argument("--gate-pairs", type=int, default=HELD_OUT_PAIRS,
                         help=f"the gate's draw of N pairs (default {HELD_OUT_PAIRS}, the gate's; 48 before 2026-12-06)")
     parser.add_argument("--fresh", type=int, default=96, help="fresh pairs outside the gate's (default 96)")
@@ -87,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"heldout_spread: {scene} is missing (../shared/data/posed_train)")
     sets = {f"gate{args.gate_pairs}": heldout_pairs(scene, n=args.gate_pairs),
             f"fresh{args.fresh}s{args.seed}": fresh_pairs(scene, args.fresh, args.seed, args.gate_pairs)}
-    models = [resolve(spec, Path(spec).stem, None) for spec in args.weights]
+    models = [_model(spec) for spec in args.weights]
     tree = code_hash(exclude=NOT_MATCHING)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -95,34 +105,36 @@ def main(argv: list[str] | None = None) -> int:
     for name, pairs in sets.items():
         errors[name] = {}
         for model in models:
-            key = hashlib.sha256(f"{model.sha256}|{tree}|{[p.name for p in pairs]}".encode()).hexdigest()[:20]
+            who = f"{model.sha256}|{tree}|{[p.name for p in pairs]}"
+            who += "" if model.max_std is None else f"|max_std {model.max_std}"
+            key = hashlib.sha256(who.encode()).hexdigest()[:20]
             cache = args.out / f"{name}-{key}.json"
             if cache.is_file():
                 e = np.array(json.loads(cache.read_text()), dtype=float)
             else:
-                print(f"{name}: matching {len(pairs)} pairs with {model.spec}", file=sys.stderr, flush=True)
+                print(f"{name}: matching {len(pairs)} pairs with {model.label}", file=sys.stderr, flush=True)
                 e = pose_errors(pairs, model)
                 cache.write_text(json.dumps(np.where(np.isfinite(e), e, 1e9).tolist()))
-            errors[name][model.spec] = e
+            errors[name][model.label] = e
 
     report: dict[str, Any] = {"scene": HELD_OUT, "orders": ORDERS, "draws": args.draws, "sets": {}}
     lines = ["| pair set | weights | sha256 | AUC@5 | AUC@10 | AUC@20 | AUC@5 - first | bootstrap std | P(> first) |",
              "|---|---|---|---|---|---|---|---|---|"]
-    ref = models[0].spec
+    ref = models[0].label
     for name, per in errors.items():
         report["sets"][name] = {"pairs": [p.name for p in sets[name]], "models": {}}
         for model in models:
-            e = per[model.spec]
+            e = per[model.label]
             row: dict[str, Any] = {"sha256": model.sha256,
                                    **{f"AUC@{t:g}": auc(e, t) for t in THRESHOLDS},
                                    "AUC@5 per order": [auc(e[:, k], 5.0) for k in range(ORDERS)]}
             diff = std = p_up = float("nan")
-            if model.spec != ref:
+            if model.label != ref:
                 boot = paired_bootstrap(per[ref], e, 5.0, args.draws)
                 diff, std, p_up = row["AUC@5"] - auc(per[ref], 5.0), float(boot.std()), float(np.mean(boot > 0))
                 row.update({"AUC@5 diff": diff, "bootstrap std": std, "P(ahead)": p_up})
-            report["sets"][name]["models"][model.spec] = row
-            lines.append(f"| {name} ({len(e)}) | {model.spec} | {model.sha256[:8]} | {row['AUC@5']:.1f} | "
+            report["sets"][name]["models"][model.label] = row
+            lines.append(f"| {name} ({len(e)}) | {model.label} | {model.sha256[:8]} | {row['AUC@5']:.1f} | "
                          f"{row['AUC@10']:.1f} | {row['AUC@20']:.1f} | {diff:+.1f} | {std:.1f} | {p_up:.2f} |")
     (args.out / "spread.json").write_text(json.dumps(report, indent=1))
     print("\n".join(lines))

@@ -160,3 +160,10 @@ def test_cache_key_follows_the_rows_data(release, tmp_path, monkeypatch):
     assert key == release._cache_key(ctx, "heldout", sift) and key.parent == tmp_path
     monkeypatch.setitem(release.ROW_DATA, "heldout", "other pairs")
     assert release._cache_key(ctx, "heldout", sift) != key
+
+
+def test_spread_models_take_a_filter(spread):
+    plain, off = spread._model("default"), spread._model("default@0")
+    assert plain.max_std is None and off.max_std == 0.0 and off.label == "default@0" and off.path == plain.path
+    with pytest.raises(SystemExit, match="after @"):
+        spread._model("default@off")
