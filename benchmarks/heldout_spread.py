@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from release import (DATA, HELD_OUT, HELD_OUT_PAIRS, NOT_MATCHING, ORDERS, _matcher, code_hash,  # noqa: E402
-                     heldout_pairs, match_all, permuted, resolve)
+from release import (DATA, HELD_OUT, HELD_OUT_PAIRS, HELD_OUT_SIZE, NOT_MATCHING, ORDERS, _matcher,  # noqa: E402
+                     code_hash, heldout_pairs, match_all, permuted, pose_protocol, resolve)
 
 THRESHOLDS = (5.0, 10.0, 20.0)
 
@@ -44,10 +44,10 @@ def fresh_pairs(scene: Path, n: int, seed: int, gate_pairs: int = HELD_OUT_PAIRS
 
 def pose_errors(pairs: list[Any], model: Any) -> np.ndarray:
     """(P, ORDERS) pose errors in degrees (inf on failure) of ``model``'s matches, scored as the gate's pose rows."""
-    from loftr.eval.pose import PoseProtocol, score_pose
+    from loftr.eval.pose import score_pose
 
-    protocol = PoseProtocol("heldout", epipolar_threshold=5e-4, max_size=1024)
-    matches, _ = match_all(pairs, {"m": _matcher(model, 1024)})
+    protocol = pose_protocol("heldout", HELD_OUT_SIZE)
+    matches, _ = match_all(pairs, {"m": _matcher(model, HELD_OUT_SIZE)})
     return np.array([[score_pose(p, permuted(m, k), protocol)["pose_error"] for k in range(ORDERS)]
                      for p, m in zip(pairs, matches["m"])])
 
