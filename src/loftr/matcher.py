@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -84,6 +85,11 @@ class Matcher:
         rotations: test-time rotation (the network is not rotation-invariant): 1 (none), 2 (image1 at 0 and 180
             degrees) or 4 (0, 90, 180, 270); the rotation with the most matches that a fundamental matrix verifies
             wins, its keypoints given back in image1's original frame. Costs one match per rotation.
+        scales: test-time scale (the network is not scale-invariant: a pair whose views differ in scale by 2x or
+            more matches better with the nearer view shrunk): factors below 1, e.g. ``(0.5,)``; each image in turn is
+            matched shrunk by each factor (at each rotation) and, as for ``rotations``, the candidate with the most
+            verified matches wins, keypoints given back in the original pixels. Costs two matches per factor, each
+            cheaper than the first (a smaller image).
         two_way: each coarse match gives two correspondences, image0's cell centre refined in image1 and image1's
             refined in image0 (:meth:`LoFTR.run <loftr.model.loftr.LoFTR.run>`), so that an image's grid keypoints
             are shared by all its pairs whichever side it is on: longer tracks for SfM, twice the matches.
@@ -94,11 +100,14 @@ class Matcher:
                  threshold: float | None = None, max_std: float | None = None, max_matches: int | None = None,
                  device: str | torch.device | None = "cpu",
                  dtype: str | torch.dtype = "fp32", fast: bool = True, compile: bool = False,
-                 max_pixels: int | None = MAX_PIXELS, rotations: int = 1, two_way: bool = False) -> None:
+                 max_pixels: int | None = MAX_PIXELS, rotations: int = 1, scales: Sequence[float] = (),
+                 two_way: bool = False) -> None:
         _check_options(resize, max_size, threshold, max_matches, max_pixels, max_std)
         if rotations not in ROTATIONS:
             raise LoFTRError(f"rotations must be one of {', '.join(map(str, ROTATIONS))}, got {rotations}")
-        self.rotations, self.two_way = rotations, two_way
+        if any(not (isinstance(s, (int, float)) and 0.0 < s < 1.0) for s in scales):
+            raise LoFTRError(f"scales must be factors between 0 and 1 (e.g. 0.5), got {tuple(scales)}")
+        self.rotations, self.scales, self.two_way = rotations, tuple(float(s) for s in scales), two_way
         self.device = resolve_device(device)
         if isinstance(dtype, str):
             if dtype not in _DTYPES:
@@ -136,30 +145,52 @@ class Matcher:
         names = names or ("image0", "image1")
         p0, p1 = self.prepare(image0, names[0]), self.prepare(image1, names[1])
         matches = self._to_original(self.match_prepared(p0, p1), p0, p1)
-        if self.rotations == 1:
+        if self.rotations == 1 and not self.scales:
             return matches
-        return self._best_rotation(matches, p0, image1)
+        return self._search(matches, image0, image1, p0, p1)
 
-    def _best_rotation(self, upright: Matches, p0: PreparedImage, image1: ImageLike) -> Matches:
-        """Of image1 turned by each of the rotations (``upright``: the matches at 0 degrees), the matches with the
-        most inliers of a fundamental matrix, keypoints1 turned back into image1's original frame."""
+    def _search(self, plain: Matches, image0: ImageLike, image1: ImageLike, p0: PreparedImage,
+                p1: PreparedImage) -> Matches:
+        """Of the test-time candidates (image1 turned by each of the rotations; either image shrunk by each of the
+        scales), the matches with the most inliers of a fundamental matrix, in the original images' pixels
+        (``plain``: the matches of the pair as prepared)."""
         from .geometry import estimate_fundamental
 
+        grey0 = to_grey(image0) if self.scales else None
         grey1 = to_grey(image1)
-        best, best_inliers, best_k = upright, _verified(upright, estimate_fundamental), 0
-        for k in range(4 // self.rotations, 4, 4 // self.rotations):
-            turned = torch.rot90(grey1, k, (0, 1))  # counter-clockwise by 90 k degrees
-            resize = self.resize if self.resize is None or k % 2 == 0 else (self.resize[1], self.resize[0])
-            p1 = prepare(turned, resize=resize, max_size=self.max_size, divisor=self.stride,
-                         max_pixels=self.max_pixels, name="image1")
-            m = self._to_original(self.match_prepared(p0, p1), p0, p1)
-            m = Matches(m.keypoints0, unrotate(m.keypoints1, k, p1.size), m.confidence, m.batch_indexes)
-            inliers = _verified(m, estimate_fundamental)
-            if inliers > best_inliers:
-                best, best_inliers, best_k = m, inliers, k
-        log.info("test-time rotation: image1 matched best turned by %d degrees (%d verified matches)", 90 * best_k,
-                 best_inliers)
+        best, best_inliers, best_what = plain, _verified(plain, estimate_fundamental), "as given"
+        step = 4 // self.rotations
+        for k in range(0, 4, step):
+            if k == 0:
+                q1 = p1
+            else:
+                resize = self.resize if self.resize is None or k % 2 == 0 else (self.resize[1], self.resize[0])
+                q1 = prepare(torch.rot90(grey1, k, (0, 1)), resize=resize, max_size=self.max_size,
+                             divisor=self.stride, max_pixels=self.max_pixels, name="image1")
+            candidates = [] if k == 0 else [(p0, q1, f"image1 turned by {90 * k} degrees")]
+            for s in self.scales:
+                turned1 = grey1 if k == 0 else torch.rot90(grey1, k, (0, 1))
+                for side, grey, q in ((0, grey0, p0), (1, turned1, q1)):
+                    shrunk = self._shrink(grey, q, s)
+                    if shrunk is not None:
+                        what = f"image{side} at {s:g}x" + ("" if k == 0 else f", image1 turned by {90 * k} degrees")
+                        candidates.append((shrunk, q1, what) if side == 0 else (p0, shrunk, what))
+            for a, b, what in candidates:
+                m = self._to_original(self.match_prepared(a, b), a, b)
+                if k:
+                    m = Matches(m.keypoints0, unrotate(m.keypoints1, k, b.size), m.confidence, m.batch_indexes)
+                inliers = _verified(m, estimate_fundamental)
+                if inliers > best_inliers:
+                    best, best_inliers, best_what = m, inliers, what
+        log.info("test-time search: best with %s (%d verified matches)", best_what, best_inliers)
         return best
+
+    def _shrink(self, grey: torch.Tensor, prepared: PreparedImage, factor: float) -> PreparedImage | None:
+        """``grey`` prepared at ``factor`` times the size of ``prepared`` (None when under one coarse cell)."""
+        w, h = (round(v * factor) for v in prepared.resized)
+        if min(w, h) < self.stride:
+            return None
+        return prepare(grey, resize=(w, h), divisor=self.stride, max_pixels=self.max_pixels)
 
     def match_prepared(self, p0: PreparedImage, p1: PreparedImage) -> Matches:
         """Matches in network-input pixels of two prepared images."""
@@ -236,7 +267,7 @@ def match(image0: ImageLike, image1: ImageLike, model: str = "default", *, weigh
           preset: str | None = None, resize: tuple[int, int] | None = None, max_size: int | None = DEFAULT_MAX_SIZE,
           threshold: float | None = None, max_std: float | None = None, max_matches: int | None = None,
           device: str = "cpu", dtype: str = "fp32", fast: bool = True, max_pixels: int | None = MAX_PIXELS,
-          rotations: int = 1) -> Matches:
+          rotations: int = 1, scales: Sequence[float] = ()) -> Matches:
     """Match two images (paths, arrays or tensors) → :class:`Matches` in original pixels, most confident first.
 
     The model is loaded once per (model, weights, preset, device) and reused by later calls; the fast inference
@@ -246,7 +277,7 @@ def match(image0: ImageLike, image1: ImageLike, model: str = "default", *, weigh
                            dtype if fast else "fp32")
     m = Matcher(base.model, resize=resize, max_size=max_size, threshold=threshold, max_std=max_std,
                 max_matches=max_matches, device=device, dtype=dtype, fast=fast, max_pixels=max_pixels,
-                rotations=rotations)
+                rotations=rotations, scales=scales)
     return m(image0, image1)
 
 

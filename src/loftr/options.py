@@ -29,7 +29,7 @@ def add_model_args(p: argparse.ArgumentParser, *, max_size: int | None = DEFAULT
                    size_help: str | None = None) -> None:
     """Adds the model options (``--model`` | ``--weights``, ``--preset``), the sizes (``--resize`` | ``--max-size``,
     ``--max-pixels``), ``--threshold``, ``--max-std``, ``--device``, ``--dtype``, ``--reference`` and
-    ``--rotations`` to ``p``.
+    ``--rotations``, ``--scales`` to ``p``.
 
     ``max_size`` is the default of ``--max-size`` (the many-image commands use 640); ``None`` leaves the size to the
     caller (a benchmark's protocol), which then says in ``size_help`` what the default is.
@@ -62,6 +62,10 @@ def add_model_args(p: argparse.ArgumentParser, *, max_size: int | None = DEFAULT
     p.add_argument("--rotations", type=int, default=1, choices=[1, 2, 4],
                    help="test-time rotation: match image1 turned by 0/90/180/270 degrees (4; 2 = 0/180) and keep the "
                    "rotation with the most geometrically verified matches (default 1: no rotation)")
+    p.add_argument("--scales", type=float, nargs="+", default=[], metavar="F",
+                   help="test-time scale: also match with each image in turn shrunk by each factor below 1 (e.g. "
+                   "0.5, for views whose scale differs by 2x or more) and keep the candidate with the most "
+                   "geometrically verified matches; two more matches per factor (default: none)")
 
 
 def matcher_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -82,6 +86,7 @@ def matcher_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "dtype": getattr(args, "dtype", "fp32"),
         "fast": not getattr(args, "reference", False),
         "rotations": getattr(args, "rotations", 1),
+        "scales": tuple(getattr(args, "scales", None) or ()),
     }
 
 
