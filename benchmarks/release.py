@@ -71,13 +71,15 @@ BEGIN, END = "<!-- release-table:begin -->", "<!-- release-table:end -->"
 # ------------------------------------------------------------------------------------------------ the models
 @dataclass(frozen=True)
 class Model:
-    """A weights file and its filter override (None = the file's own), named for the table."""
+    """A weights file, its filter override (None = the file's own), precision and test-time scales (``Matcher``'s
+    ``scales``; () = none), named for the table."""
 
     label: str
     spec: str
     path: Path
     max_std: float | None
     dtype: str = "fp32"
+    scales: tuple[float, ...] = ()
 
     @property
     def sha256(self) -> str:
@@ -88,14 +90,17 @@ class Model:
     def matcher(self, max_size: int | None):
         import loftr
 
-        return loftr.Matcher(weights=self.path, max_size=max_size, max_std=self.max_std, dtype=self.dtype)
+        return loftr.Matcher(weights=self.path, max_size=max_size, max_std=self.max_std, dtype=self.dtype,
+                             scales=self.scales)
 
     def cli_args(self) -> list[str]:
         args = ["--weights", str(self.path), "--dtype", self.dtype]
+        args += [] if not self.scales else ["--scales", *map(str, self.scales)]
         return args + ([] if self.max_std is None else ["--max-std", str(self.max_std)])
 
 
-def resolve(spec: str, label: str, max_std: float | None, dtype: str = "fp32") -> Model:
+def resolve(spec: str, label: str, max_std: float | None, dtype: str = "fp32",
+            scales: Sequence[float] = ()) -> Model:
     """A registry name (``default`` included) or a weights file."""
     from loftr.weights import download, lookup
 
@@ -105,7 +110,7 @@ def resolve(spec: str, label: str, max_std: float | None, dtype: str = "fp32") -
             path = download(lookup(spec).name, progress=False)
         except Exception as exc:  # noqa: BLE001 - one line naming the problem
             raise SystemExit(f"release: {spec!r} is neither a weights file nor usable registry weights: {exc}")
-    return Model(label, spec, path.resolve(), max_std, dtype)
+    return Model(label, spec, path.resolve(), max_std, dtype, tuple(scales))
 
 
 # ---------------------------------------------------------------------------------------------- the results
@@ -241,6 +246,7 @@ def _cache_key(ctx: Context, row: str, method: Model | Baseline) -> Path | None:
     else:
         tree = ctx.src_tree if row.startswith("sfm") else ctx.match_tree
         who = f"{method.sha256}|{method.max_std}|{method.dtype}|{tree}"
+        who += f"|scales {method.scales}" if method.scales else ""
     if row in ROW_DATA:
         who += f"|{ROW_DATA[row]}"
     return ctx.cache / f"{row}-{hashlib.sha256(who.encode()).hexdigest()[:20]}.json"
@@ -602,6 +608,7 @@ def fill_cache(args: argparse.Namespace, log: Callable[[str], None]) -> None:
     common = [str(args.candidate), "--against", args.against, "--dtype", args.dtype, "--cache", str(args.cache),
               "--baselines", args.baselines, "--jobs", "1"]
     common += [] if args.max_std is None else ["--max-std", str(args.max_std)]
+    common += [] if not args.scales else ["--scales", *map(str, args.scales)]
     common += [] if args.against_max_std is None else ["--against-max-std", str(args.against_max_std)]
     common += ["--baselines-only"] if args.baselines_only else []
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -722,6 +729,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--against", default="default", help="the weights to beat (default: the bundled model)")
     ap.add_argument("--max-std", type=float, help="fine match filter of the candidate (0 = off; default: its file's)")
     ap.add_argument("--against-max-std", type=float, help="the same for --against")
+    ap.add_argument("--scales", type=float, nargs="+", default=[], metavar="F", help="test-time scales of the "
+                    "candidate (Matcher's scales, e.g. 0.5): judges that option on the same weights")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="the candidate's precision "
                     "(default fp32; the same weights in bf16 judge a bf16 default)")
     ap.add_argument("--target", choices=sorted(ROWS), help="the row the change targets (needed for a SHIP verdict)")
@@ -746,9 +755,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     cv2.setRNGSeed(0)
-    cand = resolve(args.candidate, "candidate", args.max_std, args.dtype)
+    cand = resolve(args.candidate, "candidate", args.max_std, args.dtype, args.scales)
     against = resolve(args.against, "shipped" if args.against == "default" else "against", args.against_max_std)
-    same = cand.sha256 == against.sha256 and (cand.max_std, cand.dtype) == (against.max_std, against.dtype)
+    same = cand.sha256 == against.sha256 and (cand.max_std, cand.dtype, cand.scales) == (
+        against.max_std, against.dtype, against.scales)
     models = (cand,) if same else (cand, against)
     if same:
         cand = against = replace(cand, label="shipped")
@@ -796,7 +806,9 @@ def main(argv: list[str] | None = None) -> int:
               f"on {time.strftime('%Y-%m-%d')} ({minutes:.0f} min, {os.cpu_count()} CPU cores). "
               + ", ".join(f"{m.label} = `{m.path.name}` sha256 `{m.sha256}`"
                           + ("" if m.max_std is None else f" with --max-std {m.max_std:g}")
-                          + ("" if m.dtype == "fp32" else f" in {m.dtype}") for m in models)
+                          + ("" if m.dtype == "fp32" else f" in {m.dtype}")
+                          + ("" if not m.scales else f" with --scales {' '.join(f'{v:g}' for v in m.scales)}")
+                          for m in models)
               + ". Figures: mean over the row's replicates (±: the std of the judged figure); AUC, precision and "
               "shares in %.")
     report = {"candidate": asdict(cand) | {"sha256": cand.sha256}, "against": asdict(against) | {

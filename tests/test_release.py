@@ -167,3 +167,16 @@ def test_spread_models_take_a_filter(spread):
     assert plain.max_std is None and off.max_std == 0.0 and off.label == "default@0" and off.path == plain.path
     with pytest.raises(SystemExit, match="after @"):
         spread._model("default@off")
+
+
+def test_candidate_scales_reach_matcher_cli_and_cache_key(release, tmp_path, monkeypatch):
+    import hashlib
+
+    ctx = release.Context((), (), tmp_path, tmp_path, "src", "match", print)
+    monkeypatch.setattr(release.Model, "sha256", property(lambda self: "sha"))
+    plain = release.Model("shipped", "default", tmp_path / "w.safetensors", None)
+    scaled = release.replace(plain, scales=(0.5,))
+    assert scaled.cli_args()[-2:] == ["--scales", "0.5"] and "--scales" not in plain.cli_args()
+    assert release._cache_key(ctx, "wxbs", plain) != release._cache_key(ctx, "wxbs", scaled)
+    old = hashlib.sha256(b"sha|None|fp32|match").hexdigest()[:20]  # a file without scales keeps its cached results
+    assert release._cache_key(ctx, "wxbs", plain).name == f"wxbs-{old}.json"
