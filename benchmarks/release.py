@@ -72,7 +72,7 @@ BEGIN, END = "<!-- release-table:begin -->", "<!-- release-table:end -->"
 @dataclass(frozen=True)
 class Model:
     """A weights file, its filter override (None = the file's own), precision and test-time scales (``Matcher``'s
-    ``scales``; () = none), named for the table."""
+    ``scales``; () = none) with when to search them (``search_below``; None = every pair), named for the table."""
 
     label: str
     spec: str
@@ -80,6 +80,7 @@ class Model:
     max_std: float | None
     dtype: str = "fp32"
     scales: tuple[float, ...] = ()
+    search_below: int | None = None
 
     @property
     def sha256(self) -> str:
@@ -91,16 +92,17 @@ class Model:
         import loftr
 
         return loftr.Matcher(weights=self.path, max_size=max_size, max_std=self.max_std, dtype=self.dtype,
-                             scales=self.scales)
+                             scales=self.scales, search_below=self.search_below)
 
     def cli_args(self) -> list[str]:
         args = ["--weights", str(self.path), "--dtype", self.dtype]
         args += [] if not self.scales else ["--scales", *map(str, self.scales)]
+        args += [] if self.search_below is None else ["--search-below", str(self.search_below)]
         return args + ([] if self.max_std is None else ["--max-std", str(self.max_std)])
 
 
 def resolve(spec: str, label: str, max_std: float | None, dtype: str = "fp32",
-            scales: Sequence[float] = ()) -> Model:
+            scales: Sequence[float] = (), search_below: int | None = None) -> Model:
     """A registry name (``default`` included) or a weights file."""
     from loftr.weights import download, lookup
 
@@ -110,7 +112,7 @@ def resolve(spec: str, label: str, max_std: float | None, dtype: str = "fp32",
             path = download(lookup(spec).name, progress=False)
         except Exception as exc:  # noqa: BLE001 - one line naming the problem
             raise SystemExit(f"release: {spec!r} is neither a weights file nor usable registry weights: {exc}")
-    return Model(label, spec, path.resolve(), max_std, dtype, tuple(scales))
+    return Model(label, spec, path.resolve(), max_std, dtype, tuple(scales), search_below)
 
 
 # ---------------------------------------------------------------------------------------------- the results
@@ -247,6 +249,7 @@ def _cache_key(ctx: Context, row: str, method: Model | Baseline) -> Path | None:
         tree = ctx.src_tree if row.startswith("sfm") else ctx.match_tree
         who = f"{method.sha256}|{method.max_std}|{method.dtype}|{tree}"
         who += f"|scales {method.scales}" if method.scales else ""
+        who += f"|search_below {method.search_below}" if method.search_below is not None else ""
     if row in ROW_DATA:
         who += f"|{ROW_DATA[row]}"
     return ctx.cache / f"{row}-{hashlib.sha256(who.encode()).hexdigest()[:20]}.json"
@@ -609,6 +612,7 @@ def fill_cache(args: argparse.Namespace, log: Callable[[str], None]) -> None:
               "--baselines", args.baselines, "--jobs", "1"]
     common += [] if args.max_std is None else ["--max-std", str(args.max_std)]
     common += [] if not args.scales else ["--scales", *map(str, args.scales)]
+    common += [] if args.search_below is None else ["--search-below", str(args.search_below)]
     common += [] if args.against_max_std is None else ["--against-max-std", str(args.against_max_std)]
     common += ["--baselines-only"] if args.baselines_only else []
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -731,6 +735,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--against-max-std", type=float, help="the same for --against")
     ap.add_argument("--scales", type=float, nargs="+", default=[], metavar="F", help="test-time scales of the "
                     "candidate (Matcher's scales, e.g. 0.5): judges that option on the same weights")
+    ap.add_argument("--search-below", type=int, metavar="N", help="with --scales: search only the candidate's "
+                    "pairs with fewer than N verified matches as given (Matcher's search_below)")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="the candidate's precision "
                     "(default fp32; the same weights in bf16 judge a bf16 default)")
     ap.add_argument("--target", choices=sorted(ROWS), help="the row the change targets (needed for a SHIP verdict)")
@@ -755,10 +761,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     cv2.setRNGSeed(0)
-    cand = resolve(args.candidate, "candidate", args.max_std, args.dtype, args.scales)
+    if args.search_below is not None and not args.scales:
+        raise SystemExit("release: --search-below needs --scales")
+    cand = resolve(args.candidate, "candidate", args.max_std, args.dtype, args.scales, args.search_below)
     against = resolve(args.against, "shipped" if args.against == "default" else "against", args.against_max_std)
-    same = cand.sha256 == against.sha256 and (cand.max_std, cand.dtype, cand.scales) == (
-        against.max_std, against.dtype, against.scales)
+    same = cand.sha256 == against.sha256 and (cand.max_std, cand.dtype, cand.scales, cand.search_below) == (
+        against.max_std, against.dtype, against.scales, against.search_below)
     models = (cand,) if same else (cand, against)
     if same:
         cand = against = replace(cand, label="shipped")
@@ -808,6 +816,7 @@ def main(argv: list[str] | None = None) -> int:
                           + ("" if m.max_std is None else f" with --max-std {m.max_std:g}")
                           + ("" if m.dtype == "fp32" else f" in {m.dtype}")
                           + ("" if not m.scales else f" with --scales {' '.join(f'{v:g}' for v in m.scales)}")
+                          + ("" if m.search_below is None else f" --search-below {m.search_below}")
                           for m in models)
               + ". Figures: mean over the row's replicates (±: the std of the judged figure); AUC, precision and "
               "shares in %.")

@@ -180,3 +180,8 @@ def test_candidate_scales_reach_matcher_cli_and_cache_key(release, tmp_path, mon
     assert release._cache_key(ctx, "wxbs", plain) != release._cache_key(ctx, "wxbs", scaled)
     old = hashlib.sha256(b"sha|None|fp32|match").hexdigest()[:20]  # a file without scales keeps its cached results
     assert release._cache_key(ctx, "wxbs", plain).name == f"wxbs-{old}.json"
+    adaptive = release.replace(scaled, search_below=150)
+    assert adaptive.cli_args()[-4:] == ["--scales", "0.5", "--search-below", "150"]
+    assert release._cache_key(ctx, "wxbs", adaptive) != release._cache_key(ctx, "wxbs", scaled)
+    was = hashlib.sha256(b"sha|None|fp32|match|scales (0.5,)").hexdigest()[:20]  # scales alone keep their cache
+    assert release._cache_key(ctx, "wxbs", scaled).name == f"wxbs-{was}.json"

@@ -68,3 +68,30 @@ def test_scales_option_is_checked_and_parsed() -> None:
     add_model_args(p)
     assert matcher_kwargs(p.parse_args(["--scales", "0.5", "0.25"]))["scales"] == (0.5, 0.25)
     assert matcher_kwargs(p.parse_args([]))["scales"] == ()
+
+
+def test_search_below_skips_the_search_of_a_pair_that_matches_well(caplog) -> None:
+    image0, image1 = photo(TUM0), photo(TUM1)
+    plain = Matcher(max_size=320)(image0, image1)
+    with caplog.at_level("INFO", logger="loftr.matcher"):
+        skipped = Matcher(max_size=320, scales=(0.5,), search_below=20)(image0, image1)
+    assert "skipped" in caplog.text and torch.equal(skipped.keypoints1, plain.keypoints1)
+    image, zoomed, corner = _zoomed_pair()  # a 3x zoom has few verified matches as given: it is searched
+    caplog.clear()
+    with caplog.at_level("INFO", logger="loftr.matcher"):
+        m = Matcher(max_size=320, scales=(0.35,), search_below=10_000)(image, zoomed)
+    assert "skipped" not in caplog.text and _correct(m.keypoints0, m.keypoints1, corner).float().mean() > 0.6
+
+
+def test_search_below_is_checked_and_parsed() -> None:
+    for bad in [0, -3, 2.5, True]:
+        with pytest.raises(LoFTRError, match="search_below"):
+            Matcher(scales=(0.5,), search_below=bad)
+    with pytest.raises(LoFTRError, match="rotations or scales"):
+        Matcher(search_below=100)
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_model_args(p)
+    assert matcher_kwargs(p.parse_args(["--scales", "0.5", "--search-below", "150"]))["search_below"] == 150
+    assert matcher_kwargs(p.parse_args([]))["search_below"] is None

@@ -90,6 +90,9 @@ class Matcher:
             matched shrunk by each factor (at each rotation) and, as for ``rotations``, the candidate with the most
             verified matches wins, keypoints given back in the original pixels. Costs two matches per factor, each
             cheaper than the first (a smaller image).
+        search_below: search the candidates of ``rotations`` and ``scales`` only for a pair whose matches as given
+            have fewer than this many verified matches (None: search every pair). A pair that matches well as given
+            then costs one fundamental-matrix fit instead of the extra matches.
         two_way: each coarse match gives two correspondences, image0's cell centre refined in image1 and image1's
             refined in image0 (:meth:`LoFTR.run <loftr.model.loftr.LoFTR.run>`), so that an image's grid keypoints
             are shared by all its pairs whichever side it is on: longer tracks for SfM, twice the matches.
@@ -101,13 +104,19 @@ class Matcher:
                  device: str | torch.device | None = "cpu",
                  dtype: str | torch.dtype = "fp32", fast: bool = True, compile: bool = False,
                  max_pixels: int | None = MAX_PIXELS, rotations: int = 1, scales: Sequence[float] = (),
-                 two_way: bool = False) -> None:
+                 search_below: int | None = None, two_way: bool = False) -> None:
         _check_options(resize, max_size, threshold, max_matches, max_pixels, max_std)
         if rotations not in ROTATIONS:
             raise LoFTRError(f"rotations must be one of {', '.join(map(str, ROTATIONS))}, got {rotations}")
         if any(not (isinstance(s, (int, float)) and 0.0 < s < 1.0) for s in scales):
             raise LoFTRError(f"scales must be factors between 0 and 1 (e.g. 0.5), got {tuple(scales)}")
+        if search_below is not None:
+            if isinstance(search_below, bool) or not isinstance(search_below, int) or search_below < 1:
+                raise LoFTRError(f"search_below must be a whole number of matches, at least 1, got {search_below!r}")
+            if rotations == 1 and not scales:
+                raise LoFTRError("search_below needs a test-time search to limit: give rotations or scales")
         self.rotations, self.scales, self.two_way = rotations, tuple(float(s) for s in scales), two_way
+        self.search_below = search_below
         self.device = resolve_device(device)
         if isinstance(dtype, str):
             if dtype not in _DTYPES:
@@ -143,9 +152,13 @@ class Matcher:
         arrays came from), else "image0"/"image1". Blank or uniform images give zero matches. On the CPU the result
         is deterministic (bitwise the same for the same input and settings)."""
         names = names or ("image0", "image1")
+        searching = self.rotations > 1 or bool(self.scales)
+        if searching:  # a file is decoded once, for the matches as given and the search's candidates
+            names = tuple(str(im) if isinstance(im, (str, Path)) else n for im, n in zip((image0, image1), names))
+            image0, image1 = (to_grey(im) if isinstance(im, (str, Path)) else im for im in (image0, image1))
         p0, p1 = self.prepare(image0, names[0]), self.prepare(image1, names[1])
         matches = self._to_original(self.match_prepared(p0, p1), p0, p1)
-        if self.rotations == 1 and not self.scales:
+        if not searching:
             return matches
         return self._search(matches, image0, image1, p0, p1)
 
@@ -156,20 +169,23 @@ class Matcher:
         (``plain``: the matches of the pair as prepared)."""
         from .geometry import estimate_fundamental
 
+        best, best_inliers, best_what = plain, _verified(plain, estimate_fundamental), "as given"
+        if self.search_below is not None and best_inliers >= self.search_below:
+            log.info("test-time search: skipped, %d verified matches as given", best_inliers)
+            return plain
         grey0 = to_grey(image0) if self.scales else None
         grey1 = to_grey(image1)
-        best, best_inliers, best_what = plain, _verified(plain, estimate_fundamental), "as given"
         step = 4 // self.rotations
         for k in range(0, 4, step):
+            turned1 = grey1 if k == 0 else torch.rot90(grey1, k, (0, 1))
             if k == 0:
                 q1 = p1
             else:
                 resize = self.resize if self.resize is None or k % 2 == 0 else (self.resize[1], self.resize[0])
-                q1 = prepare(torch.rot90(grey1, k, (0, 1)), resize=resize, max_size=self.max_size,
-                             divisor=self.stride, max_pixels=self.max_pixels, name="image1")
+                q1 = prepare(turned1, resize=resize, max_size=self.max_size, divisor=self.stride,
+                             max_pixels=self.max_pixels, name="image1")
             candidates = [] if k == 0 else [(p0, q1, f"image1 turned by {90 * k} degrees")]
             for s in self.scales:
-                turned1 = grey1 if k == 0 else torch.rot90(grey1, k, (0, 1))
                 for side, grey, q in ((0, grey0, p0), (1, turned1, q1)):
                     shrunk = self._shrink(grey, q, s)
                     if shrunk is not None:
@@ -267,7 +283,7 @@ def match(image0: ImageLike, image1: ImageLike, model: str = "default", *, weigh
           preset: str | None = None, resize: tuple[int, int] | None = None, max_size: int | None = DEFAULT_MAX_SIZE,
           threshold: float | None = None, max_std: float | None = None, max_matches: int | None = None,
           device: str = "cpu", dtype: str = "fp32", fast: bool = True, max_pixels: int | None = MAX_PIXELS,
-          rotations: int = 1, scales: Sequence[float] = ()) -> Matches:
+          rotations: int = 1, scales: Sequence[float] = (), search_below: int | None = None) -> Matches:
     """Match two images (paths, arrays or tensors) → :class:`Matches` in original pixels, most confident first.
 
     The model is loaded once per (model, weights, preset, device) and reused by later calls; the fast inference
@@ -277,7 +293,7 @@ def match(image0: ImageLike, image1: ImageLike, model: str = "default", *, weigh
                            dtype if fast else "fp32")
     m = Matcher(base.model, resize=resize, max_size=max_size, threshold=threshold, max_std=max_std,
                 max_matches=max_matches, device=device, dtype=dtype, fast=fast, max_pixels=max_pixels,
-                rotations=rotations, scales=scales)
+                rotations=rotations, scales=scales, search_below=search_below)
     return m(image0, image1)
 
 

@@ -29,7 +29,7 @@ def add_model_args(p: argparse.ArgumentParser, *, max_size: int | None = DEFAULT
                    size_help: str | None = None) -> None:
     """Adds the model options (``--model`` | ``--weights``, ``--preset``), the sizes (``--resize`` | ``--max-size``,
     ``--max-pixels``), ``--threshold``, ``--max-std``, ``--device``, ``--dtype``, ``--reference`` and
-    ``--rotations``, ``--scales`` to ``p``.
+    ``--rotations``, ``--scales``, ``--search-below`` to ``p``.
 
     ``max_size`` is the default of ``--max-size`` (the many-image commands use 640); ``None`` leaves the size to the
     caller (a benchmark's protocol), which then says in ``size_help`` what the default is.
@@ -66,6 +66,9 @@ def add_model_args(p: argparse.ArgumentParser, *, max_size: int | None = DEFAULT
                    help="test-time scale: also match with each image in turn shrunk by each factor below 1 (e.g. "
                    "0.5, for views whose scale differs by 2x or more) and keep the candidate with the most "
                    "geometrically verified matches; two more matches per factor (default: none)")
+    p.add_argument("--search-below", type=int, metavar="N",
+                   help="search the --rotations/--scales candidates only for a pair with fewer than N verified "
+                   "matches as given, so that pairs that match well cost no extra matches (default: search every pair)")
 
 
 def matcher_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -87,6 +90,7 @@ def matcher_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "fast": not getattr(args, "reference", False),
         "rotations": getattr(args, "rotations", 1),
         "scales": tuple(getattr(args, "scales", None) or ()),
+        "search_below": getattr(args, "search_below", None),
     }
 
 

@@ -47,7 +47,7 @@ class FormError(LoFTRError, ValueError):
 class ServeOptions:
     """What ``loftr serve`` was started with: the default model (a registry name, or a ``weights`` file with its
     ``preset``), the resize rule, the default threshold (None: the preset's), device, dtype, the inference path
-    (``fast``, the default, or the reference module), the pixel limit, test-time rotations and scales and the picture folder."""
+    (``fast``, the default, or the reference module), the pixel limit, test-time rotations and scales (and when to search them) and the picture folder."""
 
     model: str = "default"
     weights: str | None = None
@@ -62,6 +62,7 @@ class ServeOptions:
     max_pixels: int | None = MAX_PIXELS
     rotations: int = 1
     scales: tuple[float, ...] = ()
+    search_below: int | None = None
 
 
 class ModelCache:
@@ -161,7 +162,7 @@ def run_pair(net: Any, image0: np.ndarray, image1: np.ndarray, *, names: tuple[s
 
     matcher = Matcher(net, resize=options.resize, max_size=options.max_size, threshold=threshold,
                       device=options.device, dtype=options.dtype, fast=options.fast, max_pixels=options.max_pixels,
-                      rotations=options.rotations, scales=options.scales)
+                      rotations=options.rotations, scales=options.scales, search_below=options.search_below)
     m = matcher(image0, image1).numpy()
     m.pop("batch_indexes")
     extra, note = _fit_geometry(geometry, m["keypoints0"], m["keypoints1"])
@@ -404,7 +405,7 @@ def _options(args: argparse.Namespace) -> ServeOptions:
     return ServeOptions(model=args.model, weights=kw["weights"], preset=kw["preset"], max_size=kw["max_size"],
                         resize=kw["resize"], threshold=kw["threshold"], device=kw["device"], dtype=kw["dtype"],
                         images_dir=args.images, fast=kw["fast"], max_pixels=kw["max_pixels"],
-                        rotations=kw["rotations"], scales=kw["scales"])
+                        rotations=kw["rotations"], scales=kw["scales"], search_below=kw["search_below"])
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:

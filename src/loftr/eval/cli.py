@@ -97,7 +97,8 @@ def _config(args: argparse.Namespace, resize: tuple[int, int] | None, max_size: 
     return {"model": None if args.weights else args.model, "weights": args.weights, "preset": args.preset,
             "resize": list(resize) if resize else None, "max_size": max_size, "threshold": args.threshold,
             "device": args.device, "dtype": args.dtype, "reference": args.reference,
-            "rotations": args.rotations, "scales": list(args.scales), "max_pixels": args.max_pixels, "baselines": [] if args.no_baselines else
+            "rotations": args.rotations, "scales": list(args.scales), "search_below": args.search_below,
+            "max_pixels": args.max_pixels, "baselines": [] if args.no_baselines else
             list(parse_baselines(args.baselines)), "limit": args.limit, "seed": args.seed, **extra}
 
 
