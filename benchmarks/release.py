@@ -24,6 +24,9 @@ The baseline is OpenCV SIFT (ratio test) for matching rows and pycolmap's SIFT w
 Verdict (the written rule): the candidate SHIPS only if it is ahead on the ``--target`` row by more than that row's
 noise and no row falls by more than its noise, where a row's noise is sqrt(std_candidate^2 + std_against^2) of its
 judged figure (at least the row's fixed floor). Without ``--target`` the verdict only says which rows fell.
+``--before SPEC`` (``previous`` = the bundled file as it was before the last commit that changed it) adds the file
+shipped before the shipped one: no row may fall against it either, so that steps each level within the noise cannot
+add up to a fall over two releases.
 
 Results of a model that did not change (same file sha256, filter and precision, same
 ``src/loftr`` code outside ``train/``, comments, docstrings and help texts aside) are reused from
@@ -99,6 +102,26 @@ class Model:
         args += [] if not self.scales else ["--scales", *map(str, self.scales)]
         args += [] if self.search_below is None else ["--search-below", str(self.search_below)]
         return args + ([] if self.max_std is None else ["--max-std", str(self.max_std)])
+
+
+def previous_bundled(store: Path, filename: str = "tiny_ds.safetensors") -> Path:
+    """The bundled ``filename`` as it was before the last commit that changed it, written once under ``store`` (from
+    git history: the repository keeps every shipped file)."""
+    rel = f"src/loftr/weights/{filename}"
+    revs = subprocess.run(["git", "-C", str(ROOT), "log", "-n", "2", "--format=%H", "--", rel],
+                          capture_output=True, text=True).stdout.split()
+    if len(revs) < 2:
+        raise SystemExit(f"release: no earlier version of {rel} in this repository's history (a full clone is needed)")
+    out = store / "previous" / f"{revs[1][:12]}-{filename}"
+    if not out.is_file():
+        blob = subprocess.run(["git", "-C", str(ROOT), "show", f"{revs[1]}:{rel}"], capture_output=True)
+        if blob.returncode != 0:
+            raise SystemExit(f"release: git could not read {rel} at {revs[1][:12]}: {blob.stderr.decode().strip()}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".part")
+        tmp.write_bytes(blob.stdout)
+        tmp.replace(out)
+    return out
 
 
 def resolve(spec: str, label: str, max_std: float | None, dtype: str = "fp32",
@@ -615,6 +638,7 @@ def fill_cache(args: argparse.Namespace, log: Callable[[str], None]) -> None:
     common += [] if args.search_below is None else ["--search-below", str(args.search_below)]
     common += [] if args.against_max_std is None else ["--against-max-std", str(args.against_max_std)]
     common += ["--baselines-only"] if args.baselines_only else []
+    common += [] if args.before is None else ["--before", str(args.before)]
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     procs = []
     for k, group in enumerate(split_rows(args.rows, args.jobs)):
@@ -646,9 +670,15 @@ def judge(row: Row, cand: str, against: str) -> Judgement:
     return Judgement(row.key, delta, noise, status)
 
 
-def verdict(rows: Sequence[Row], cand: str, against: str, target: str | None) -> tuple[bool | None, str]:
+def verdict(rows: Sequence[Row], cand: str, against: str, target: str | None, before: str | None = None,
+            ) -> tuple[bool | None, str]:
+    """(SHIP or not, None without a target; why): the target row ahead of ``against`` and no row fallen against
+    ``against`` or, where it was measured, against ``before``."""
     js = {r.key: judge(r, cand, against) for r in rows}
     fell = [k for k, j in js.items() if j.status == "FELL"]
+    if before is not None:
+        fell += [f"{r.key} (against {before})" for r in rows
+                 if before in r.stats and judge(r, cand, before).status == "FELL"]
     if cand == against:
         return None, "candidate and reference are the same model: nothing to judge"
     if target is None:
@@ -676,9 +706,11 @@ def _fmt(s: Stat | None, percent: bool, figure: str = "") -> str:
     return f"{s.mean:.0f}" if abs(s.mean) >= 100 else f"{s.mean:.2f}"
 
 
-def markdown(rows: Sequence[Row], labels: Sequence[str], cand: str | None, against: str | None) -> str:
+def markdown(rows: Sequence[Row], labels: Sequence[str], cand: str | None, against: str | None,
+             before: str | None = None) -> str:
     head = ["row", "figures", *labels] + (["Δ judged (noise)", "status"] if cand and against and cand != against
                                           else [])
+    head += [f"Δ vs {before} (noise)", f"status vs {before}"] if before and cand and cand != against else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [f"**{r.key}**: {r.title}", " / ".join(r.figures)]
@@ -689,6 +721,9 @@ def markdown(rows: Sequence[Row], labels: Sequence[str], cand: str | None, again
         if cand and against and cand != against:
             j = judge(r, cand, against)
             cells += [f"{j.delta:+.2f} ({j.noise:.2f})", j.status]
+            if before:
+                jb = judge(r, cand, before) if before in r.stats else None
+                cells += ["–", "–"] if jb is None else [f"{jb.delta:+.2f} ({jb.noise:.2f})", jb.status]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -733,6 +768,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--against", default="default", help="the weights to beat (default: the bundled model)")
     ap.add_argument("--max-std", type=float, help="fine match filter of the candidate (0 = off; default: its file's)")
     ap.add_argument("--against-max-std", type=float, help="the same for --against")
+    ap.add_argument("--before", metavar="SPEC", help="also the file shipped before --against (a weights file, a "
+                    "registry name, or 'previous': the bundled file before the last commit that changed it): no row "
+                    "may fall against it either")
     ap.add_argument("--scales", type=float, nargs="+", default=[], metavar="F", help="test-time scales of the "
                     "candidate (Matcher's scales, e.g. 0.5): judges that option on the same weights")
     ap.add_argument("--search-below", type=int, metavar="N", help="with --scales: search only the candidate's "
@@ -765,12 +803,22 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("release: --search-below needs --scales")
     cand = resolve(args.candidate, "candidate", args.max_std, args.dtype, args.scales, args.search_below)
     against = resolve(args.against, "shipped" if args.against == "default" else "against", args.against_max_std)
+    if args.before == "previous":
+        args.before = str(previous_bundled(args.cache))
+    before = None if args.before is None else resolve(args.before, "before", None)
     same = cand.sha256 == against.sha256 and (cand.max_std, cand.dtype, cand.scales, cand.search_below) == (
         against.max_std, against.dtype, against.scales, against.search_below)
     models = (cand,) if same else (cand, against)
     if same:
         cand = against = replace(cand, label="shipped")
         models = (cand,)
+    def setting(m: Model) -> tuple:
+        return m.sha256, m.max_std, m.dtype, m.scales, m.search_below
+
+    if before is not None and not same and setting(before) not in {setting(m) for m in models}:
+        models += (before,)
+    else:
+        before = None
     args.out.mkdir(parents=True, exist_ok=True)
     logf = (args.out / "log.txt").open("a")
 
@@ -805,10 +853,11 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(ROWS[key](ctx))
         log(f"{key}: {time.perf_counter() - t:.0f} s")
         (args.out / "rows_so_far.md").write_text(markdown(rows, [m.label for m in models] + [
-            b for b in BASELINES.values() if any(b in r.stats for r in rows)], cand.label, against.label))
+            b for b in BASELINES.values() if any(b in r.stats for r in rows)], cand.label, against.label,
+            before and before.label))
     labels = [m.label for m in models] + [b for b in BASELINES.values() if any(b in r.stats for r in rows)]
-    ok, why = verdict(rows, cand.label, against.label, args.target)
-    table = markdown(rows, labels, cand.label, against.label)
+    ok, why = verdict(rows, cand.label, against.label, args.target, before and before.label)
+    table = markdown(rows, labels, cand.label, against.label, before and before.label)
     minutes = (time.perf_counter() - started) / 60
     header = (f"Written by `python benchmarks/release.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
               f"on {time.strftime('%Y-%m-%d')} ({minutes:.0f} min, {os.cpu_count()} CPU cores). "
@@ -821,9 +870,11 @@ def main(argv: list[str] | None = None) -> int:
               + ". Figures: mean over the row's replicates (±: the std of the judged figure); AUC, precision and "
               "shares in %.")
     report = {"candidate": asdict(cand) | {"sha256": cand.sha256}, "against": asdict(against) | {
-        "sha256": against.sha256}, "target": args.target, "verdict": why, "ship": ok, "minutes": minutes,
-        "rows": [asdict(r) | {"judged": r.judged, "judgement": asdict(judge(r, cand.label, against.label))}
-                 for r in rows]}
+        "sha256": against.sha256}, "before": None if before is None else asdict(before) | {
+        "sha256": before.sha256}, "target": args.target, "verdict": why, "ship": ok, "minutes": minutes,
+        "rows": [asdict(r) | {"judged": r.judged, "judgement": asdict(judge(r, cand.label, against.label))} | (
+            {"judgement_before": asdict(judge(r, cand.label, before.label))} if before and before.label in r.stats
+            else {}) for r in rows]}
     (args.out / "results.json").write_text(json.dumps(_json(report), indent=1))
     (args.out / "results.md").write_text(header + "\n\n" + table + "\n" + why + "\n")
     print("\n" + header + "\n\n" + table + "\n" + why)

@@ -53,6 +53,45 @@ def test_verdict_needs_the_target_ahead_and_no_row_falling(release):
     assert ok is None and "f" in why
 
 
+def _row3(release, key, cand, shipped, before, std=1.0):
+    row = _row(release, key, cand, shipped, std=std)
+    row.stats["before"] = {"fig": release.Stat(before, std)}
+    return row
+
+
+def test_verdict_keeps_level_steps_from_adding_up_to_a_fall(release):
+    # level against the shipped file (-1.5 < 1.41 is not) ... a fall of 3 against the one before it
+    drift = _row3(release, "d", 48.8, 50.0, 52.0)
+    target = _row3(release, "t", 55.0, 50.0, 50.0)
+    ok, why = release.verdict([target, drift], "candidate", "shipped", "t")
+    assert ok is True
+    ok, why = release.verdict([target, drift], "candidate", "shipped", "t", "before")
+    assert ok is False and "d (against before)" in why
+    # rows the earlier file was not measured on are judged against the shipped file only
+    ok, _ = release.verdict([target, _row(release, "n", 50.0, 50.0)], "candidate", "shipped", "t", "before")
+    assert ok is True
+    table = release.markdown([target, drift], ["candidate", "shipped", "before"], "candidate", "shipped", "before")
+    assert "| -1.20 (1.41) | level | -3.20 (1.41) | FELL |" in table and "status vs before" in table
+
+
+def test_previous_bundled_file_comes_from_git_history(release, tmp_path):
+    import subprocess
+
+    log = subprocess.run(["git", "-C", str(ROOT), "log", "-n", "2", "--format=%H", "--",
+                          "src/loftr/weights/tiny_ds.safetensors"], capture_output=True, text=True)
+    if log.returncode != 0 or len(log.stdout.split()) < 2:
+        pytest.skip("no git history of the bundled weights here")
+    from safetensors import safe_open
+
+    from loftr.weights import sha256_of
+
+    path = release.previous_bundled(tmp_path)
+    assert path == release.previous_bundled(tmp_path)  # written once
+    assert sha256_of(path) != sha256_of(ROOT / "src" / "loftr" / "weights" / "tiny_ds.safetensors")
+    with safe_open(str(path), "pt") as f:
+        assert len(list(f.keys())) > 10
+
+
 def test_table_and_card(release, tmp_path):
     rows = [_row(release, "t", 55.0, 50.0)]
     table = release.markdown(rows, ["candidate", "shipped", "SIFT"], "candidate", "shipped")
