@@ -224,3 +224,25 @@ def test_candidate_scales_reach_matcher_cli_and_cache_key(release, tmp_path, mon
     assert release._cache_key(ctx, "wxbs", adaptive) != release._cache_key(ctx, "wxbs", scaled)
     was = hashlib.sha256(b"sha|None|fp32|match|scales (0.5,)").hexdigest()[:20]  # scales alone keep their cache
     assert release._cache_key(ctx, "wxbs", scaled).name == f"wxbs-{was}.json"
+
+
+def test_results_of_the_bundled_files_are_published_and_read_back(release, tmp_path, monkeypatch):
+    monkeypatch.setattr(release, "PUBLISHED", tmp_path / "published")
+    monkeypatch.setattr(release.Model, "sha256", property(lambda self: self.spec))
+    shipped = release.Model("shipped", "s", tmp_path / "s.safetensors", None)
+    cand = release.Model("candidate", "c", tmp_path / "c.safetensors", None)
+    measured: list[str] = []
+
+    def compute(todo):
+        measured.extend(todo)
+        return {label: {"fig": release.Stat(1.0 if label == "candidate" else 2.0)} for label in todo}
+
+    ctx = release.Context((cand, shipped), (), tmp_path, tmp_path / "cache", "src", "match", print)
+    first = release.per_method(ctx, "wxbs", compute, lambda m: m, baselines=())
+    assert sorted(measured) == ["candidate", "shipped"] and first["shipped"]["fig"].mean == 2.0
+    published = sorted(p.name for p in (tmp_path / "published").iterdir())
+    assert published == [release._cache_key(ctx, "wxbs", shipped).name]  # the candidate's result stays local
+    measured.clear()  # a fresh checkout: no local cache, the published result of the shipped file is read
+    fresh = release.replace(ctx, cache=tmp_path / "fresh")
+    again = release.per_method(fresh, "wxbs", compute, lambda m: m, baselines=())
+    assert measured == ["candidate"] and again["shipped"]["fig"].mean == 2.0
