@@ -833,7 +833,7 @@ def main(argv: list[str] | None = None) -> int:
     def setting(m: Model) -> tuple:
         return m.sha256, m.max_std, m.dtype, m.scales, m.search_below
 
-    if before is not None and not same and setting(before) not in {setting(m) for m in models}:
+    if before is not None and setting(before) not in {setting(m) for m in models}:
         models += (before,)
     else:
         before = None
