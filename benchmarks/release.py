@@ -300,10 +300,11 @@ def per_method(ctx: Context, row: str, compute: Callable[[dict[str, Any]], dict[
         keys[method.label] = key
         found = None if key is None else next((k for k in (key, PUBLISHED / key.name) if k.is_file()), None)
         if found is not None:
-            stats[method.label] = {f: Stat(**s) for f, s in json.loads(found.read_text()).items()}
+            text = found.read_text()
+            stats[method.label] = {f: Stat(**s) for f, s in json.loads(text).items()}
             ctx.log(f"  {row}: {method.label} from {'the cache' if found == key else PUBLISHED.name}")
             if method.label in publish:
-                _store(PUBLISHED / found.name, found.read_text())
+                _store(PUBLISHED / found.name, text)
         elif method not in cached_only:
             todo[method.label] = build(method)
     if todo:
@@ -828,7 +829,7 @@ def main(argv: list[str] | None = None) -> int:
         against.max_std, against.dtype, against.scales, against.search_below)
     models = (cand,) if same else (cand, against)
     if same:
-        cand = against = replace(cand, label="shipped")
+        cand = against = replace(cand, label=against.label)  # "shipped" only for the bundled file: published
         models = (cand,)
     def setting(m: Model) -> tuple:
         return m.sha256, m.max_std, m.dtype, m.scales, m.search_below
