@@ -26,7 +26,8 @@ noise and no row falls by more than its noise, where a row's noise is sqrt(std_c
 judged figure (at least the row's fixed floor). Without ``--target`` the verdict only says which rows fell.
 ``--before SPEC`` (``previous`` = the bundled file as it was before the last commit that changed it) adds the file
 shipped before the shipped one: no row may fall against it either, so that steps each level within the noise cannot
-add up to a fall over two releases.
+add up to a fall over two releases. Another file given as ``--before`` is labelled "earlier" and its results are not
+published (only the bundled files' are).
 
 Results of a model that did not change (same file sha256, filter and precision, same
 ``src/loftr`` code outside ``train/``, comments, docstrings and help texts aside) are reused from
@@ -126,6 +127,14 @@ def previous_bundled(store: Path, filename: str = "tiny_ds.safetensors") -> Path
         tmp.write_bytes(blob.stdout)
         tmp.replace(out)
     return out
+
+
+def resolve_before(spec: str, store: Path) -> Model:
+    """The third model: ``previous`` is the bundled file before the shipped one (labelled "before", and its results
+    published like the shipped file's); any other file is labelled "earlier" and its results stay local."""
+    if spec == "previous":
+        return resolve(str(previous_bundled(store)), "before", None)
+    return resolve(spec, "earlier", None)
 
 
 def resolve(spec: str, label: str, max_std: float | None, dtype: str = "fp32",
@@ -822,9 +831,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("release: --search-below needs --scales")
     cand = resolve(args.candidate, "candidate", args.max_std, args.dtype, args.scales, args.search_below)
     against = resolve(args.against, "shipped" if args.against == "default" else "against", args.against_max_std)
-    if args.before == "previous":
-        args.before = str(previous_bundled(args.cache))
-    before = None if args.before is None else resolve(args.before, "before", None)
+    before = None if args.before is None else resolve_before(args.before, args.cache)
     same = cand.sha256 == against.sha256 and (cand.max_std, cand.dtype, cand.scales, cand.search_below) == (
         against.max_std, against.dtype, against.scales, against.search_below)
     models = (cand,) if same else (cand, against)

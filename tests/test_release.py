@@ -246,3 +246,11 @@ def test_results_of_the_bundled_files_are_published_and_read_back(release, tmp_p
     fresh = release.replace(ctx, cache=tmp_path / "fresh")
     again = release.per_method(fresh, "wxbs", compute, lambda m: m, baselines=())
     assert measured == ["candidate"] and again["shipped"]["fig"].mean == 2.0
+
+
+def test_only_the_previous_bundled_file_is_labelled_before_and_published(release, tmp_path, monkeypatch):
+    monkeypatch.setattr(release, "previous_bundled", lambda store: tmp_path / "prev.safetensors")
+    monkeypatch.setattr(release, "resolve", lambda spec, label, max_std: release.Model(label, spec, Path(spec), max_std))
+    assert release.resolve_before("previous", tmp_path).label == "before"
+    other = release.resolve_before(str(tmp_path / "mine.safetensors"), tmp_path)
+    assert other.label == "earlier" and other.label not in release.PUBLISHED_LABELS
