@@ -327,6 +327,18 @@ def per_method(ctx: Context, row: str, compute: Callable[[dict[str, Any]], dict[
     return stats
 
 
+def prune_published(ctx: Context) -> list[Path]:
+    """Removes the results in ``PUBLISHED`` that no row would read under the current code: those of files other
+    than ``ctx.models`` (the bundled ones) and of older code. Returns the removed files."""
+    keep = {key.name for row in ROWS if row != "speed"
+            for m in (*ctx.models, *(Baseline(b) for b in BASELINES))
+            if (key := _cache_key(replace(ctx, cache=ctx.cache or PUBLISHED), row, m)) is not None}
+    stale = sorted(p for p in PUBLISHED.glob("*.json") if p.name not in keep) if PUBLISHED.is_dir() else []
+    for p in stale:
+        p.unlink()
+    return stale
+
+
 def _store(path: Path, text: str) -> None:
     """Writes a result file (once: an existing one is kept)."""
     if not path.is_file():
@@ -792,7 +804,7 @@ def code_hash(parts: Sequence[str] | None = None, exclude: Sequence[str] = ()) -
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("candidate", help="weights file or registry name")
+    ap.add_argument("candidate", nargs="?", help="weights file or registry name (not needed with --prune-published)")
     ap.add_argument("--against", default="default", help="the weights to beat (default: the bundled model)")
     ap.add_argument("--max-std", type=float, help="fine match filter of the candidate (0 = off; default: its file's)")
     ap.add_argument("--against-max-std", type=float, help="the same for --against")
@@ -818,7 +830,18 @@ def main(argv: list[str] | None = None) -> int:
                     "once (sharing the cache; use the number of cores), then time speed alone (default 1)")
     ap.add_argument("--baselines-only", action="store_true", help="run only the baselines (to fill the cache from "
                     "another environment, e.g. ALIKED's); no models, no verdict")
+    ap.add_argument("--prune-published", action="store_true", help="remove the results in benchmarks/gate_results "
+                    "that the bundled files (shipped and previous) and the baselines no longer read under the "
+                    "current code, then exit")
     args = ap.parse_args(argv)
+    if args.prune_published:
+        bundled = (resolve("default", "shipped", None), resolve_before("previous", args.cache))
+        ctx = Context(bundled, (), args.out, args.cache, code_hash(), code_hash(exclude=NOT_MATCHING), print)
+        for p in prune_published(ctx):
+            print(f"removed {p.relative_to(ROOT)}")
+        return 0
+    if args.candidate is None:
+        ap.error("the following arguments are required: candidate")
     if not (DATA / "posed").is_dir():
         print(f"skipped: the shared data is not at {DATA}")
         return 0

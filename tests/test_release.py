@@ -254,3 +254,17 @@ def test_only_the_previous_bundled_file_is_labelled_before_and_published(release
     assert release.resolve_before("previous", tmp_path).label == "before"
     other = release.resolve_before(str(tmp_path / "mine.safetensors"), tmp_path)
     assert other.label == "earlier" and other.label not in release.PUBLISHED_LABELS
+
+
+def test_pruning_keeps_the_results_the_bundled_files_read_and_removes_the_rest(release, tmp_path, monkeypatch):
+    monkeypatch.setattr(release, "PUBLISHED", tmp_path / "published")
+    monkeypatch.setattr(release.Model, "sha256", property(lambda self: self.spec))
+    shipped = release.Model("shipped", "s", tmp_path / "s.safetensors", None)
+    ctx = release.Context((shipped,), (), tmp_path, tmp_path / "cache", "src", "match", print)
+    current = [release._cache_key(ctx, "wxbs", shipped), release._cache_key(ctx, "sfm_fox", release.Baseline("sift"))]
+    old = release._cache_key(release.replace(ctx, match_tree="older code"), "wxbs", shipped)
+    (tmp_path / "published").mkdir()
+    for key in (*current, old):
+        (tmp_path / "published" / key.name).write_text("{}")
+    assert release.prune_published(ctx) == [tmp_path / "published" / old.name]
+    assert sorted(p.name for p in (tmp_path / "published").iterdir()) == sorted(k.name for k in current)
