@@ -895,6 +895,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"release gate: candidate {cand.spec} ({cand.sha256[:12]}, max_std {cand.max_std}) against {against.spec} "
         f"({against.sha256[:12]}, max_std {against.max_std}); code {ctx.src_tree}")
     rows, started = [], time.perf_counter()
+    # the labels the table judges (candidate, against, before); none where only baselines are measured
+    judged = (None, None, None) if args.baselines_only else (cand.label, against.label, before and before.label)
     if args.jobs > 1 and ctx.cache is not None:
         fill_cache(args, log)
     for key in args.rows:
@@ -902,11 +904,13 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(ROWS[key](ctx))
         log(f"{key}: {time.perf_counter() - t:.0f} s")
         (args.out / "rows_so_far.md").write_text(markdown(rows, [m.label for m in models] + [
-            b for b in BASELINES.values() if any(b in r.stats for r in rows)], cand.label, against.label,
-            before and before.label))
+            b for b in BASELINES.values() if any(b in r.stats for r in rows)], *judged))
     labels = [m.label for m in models] + [b for b in BASELINES.values() if any(b in r.stats for r in rows)]
-    ok, why = verdict(rows, cand.label, against.label, args.target, before and before.label)
-    table = markdown(rows, labels, cand.label, against.label, before and before.label)
+    if args.baselines_only:
+        ok, why = None, "baselines only: no model measured, no verdict"
+    else:
+        ok, why = verdict(rows, cand.label, against.label, args.target, before and before.label)
+    table = markdown(rows, labels, *judged)
     minutes = (time.perf_counter() - started) / 60
     header = (f"Written by `python benchmarks/release.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
               f"on {time.strftime('%Y-%m-%d')} ({minutes:.0f} min, {os.cpu_count()} CPU cores). "
@@ -921,7 +925,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {"candidate": asdict(cand) | {"sha256": cand.sha256}, "against": asdict(against) | {
         "sha256": against.sha256}, "before": None if before is None else asdict(before) | {
         "sha256": before.sha256}, "target": args.target, "verdict": why, "ship": ok, "minutes": minutes,
-        "rows": [asdict(r) | {"judged": r.judged, "judgement": asdict(judge(r, cand.label, against.label))} | (
+        "rows": [asdict(r) | {"judged": r.judged} | ({"judgement": asdict(judge(r, cand.label, against.label))}
+                                                     if {cand.label, against.label} <= r.stats.keys() else {}) | (
             {"judgement_before": asdict(judge(r, cand.label, before.label))} if before and before.label in r.stats
             else {}) for r in rows]}
     (args.out / "results.json").write_text(json.dumps(_json(report), indent=1))

@@ -268,3 +268,14 @@ def test_pruning_keeps_the_results_the_bundled_files_read_and_removes_the_rest(r
         (tmp_path / "published" / key.name).write_text("{}")
     assert release.prune_published(ctx) == [tmp_path / "published" / old.name]
     assert sorted(p.name for p in (tmp_path / "published").iterdir()) == sorted(k.name for k in current)
+
+
+def test_baselines_only_writes_the_baselines_table_without_a_verdict(release, tmp_path):
+    if not (release.DATA / "posed").is_dir():
+        pytest.skip("shared data not present")
+    out = tmp_path / "gate"
+    rc = release.main(["default", "--max-std", "0", "--baselines-only", "--rows", "stereo", "--no-cache",
+                       "--out", str(out)])  # a candidate other than the file against: still no judged columns
+    assert rc == 0
+    text = (out / "results.md").read_text()
+    assert "| SIFT |" in text and "no verdict" in text and "Δ judged" not in text
