@@ -887,30 +887,32 @@ def main(argv: list[str] | None = None) -> int:
         if (problem := aliked_import_problem()) is not None:
             raise SystemExit(f"release: the aliked baseline does not import here ({problem}); run it with "
                              "--baselines-only where it does, and the results are shown from the cache")
+    # the labels the table judges (candidate, against, before); none where only baselines are measured
+    judged = (cand.label, against.label, before and before.label)
     if args.baselines_only:
-        models = ()
+        models, judged = (), (None, None, None)
         args.rows = [r for r in args.rows if r not in ("speed",) and not r.startswith("sfm")]
     ctx = Context(models, baselines, args.out, None if args.no_cache else args.cache, code_hash(),
                   code_hash(exclude=NOT_MATCHING), log)
     log(f"release gate: candidate {cand.spec} ({cand.sha256[:12]}, max_std {cand.max_std}) against {against.spec} "
         f"({against.sha256[:12]}, max_std {against.max_std}); code {ctx.src_tree}")
     rows, started = [], time.perf_counter()
-    # the labels the table judges (candidate, against, before); none where only baselines are measured
-    judged = (None, None, None) if args.baselines_only else (cand.label, against.label, before and before.label)
+
+    def labels() -> list[str]:
+        return [m.label for m in models] + [b for b in BASELINES.values() if any(b in r.stats for r in rows)]
+
     if args.jobs > 1 and ctx.cache is not None:
         fill_cache(args, log)
     for key in args.rows:
         t = time.perf_counter()
         rows.append(ROWS[key](ctx))
         log(f"{key}: {time.perf_counter() - t:.0f} s")
-        (args.out / "rows_so_far.md").write_text(markdown(rows, [m.label for m in models] + [
-            b for b in BASELINES.values() if any(b in r.stats for r in rows)], *judged))
-    labels = [m.label for m in models] + [b for b in BASELINES.values() if any(b in r.stats for r in rows)]
-    if args.baselines_only:
-        ok, why = None, "baselines only: no model measured, no verdict"
+        (args.out / "rows_so_far.md").write_text(markdown(rows, labels(), *judged))
+    if models:
+        ok, why = verdict(rows, *judged[:2], args.target, judged[2])
     else:
-        ok, why = verdict(rows, cand.label, against.label, args.target, before and before.label)
-    table = markdown(rows, labels, *judged)
+        ok, why = None, "baselines only: no model measured, no verdict"
+    table = markdown(rows, labels(), *judged)
     minutes = (time.perf_counter() - started) / 60
     header = (f"Written by `python benchmarks/release.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
               f"on {time.strftime('%Y-%m-%d')} ({minutes:.0f} min, {os.cpu_count()} CPU cores). "
