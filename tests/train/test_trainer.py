@@ -276,6 +276,27 @@ def test_freeze_bn_holds_the_batchnorm_statistics_and_trains_the_rest(photo_dir:
     moving.run()  # without the option the statistics move
     assert not all(torch.equal(before[k], moving.model.state_dict()[k]) for k in stats)
 
+
+def test_freeze_backbone_keeps_the_local_features_and_trains_the_transformers(photo_dir: Path, tmp_path: Path) -> None:
+    """--freeze-backbone: every backbone tensor (weights and BatchNorm statistics) stays that of --init; the coarse
+    transformer and the fine stage learn."""
+    from loftr.train.trainer import Trainer
+
+    with pytest.raises(ValueError, match="needs --init"):
+        _cfg(photo_dir, tmp_path / "fb", freeze_backbone=True)
+    init = save_safetensors(LoFTR("tiny_ds", weights="tiny_ds"), tmp_path / "init.safetensors", preset="tiny_ds")
+    with pytest.raises(ValueError, match="exclude each other"):
+        _cfg(photo_dir, tmp_path / "fb", freeze_backbone=True, fine_only=True, init=str(init))
+    trainer = Trainer(_cfg(photo_dir, tmp_path / "fb", freeze_backbone=True, init=str(init), steps=3, validate_every=1))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.run()
+    after = trainer.model.state_dict()
+    backbone = [k for k in before if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(before[k], after[k]) for k in backbone)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("loftr_coarse.") for k in changed) and any(k.startswith("loftr_fine.") for k in changed)
+
+
 def test_weights_metadata_names_every_data_source_and_the_init() -> None:
     from loftr.train.export import data_summary
 

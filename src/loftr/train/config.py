@@ -90,6 +90,8 @@ class TrainConfig:
     fine_only: bool = _f(False, "train only the fine stage (the FPN merges below 1/8, the window pre-processing, the "
                                 "fine transformer); the rest stays as --init gave it (BatchNorm statistics too), so "
                                 "the coarse matches do not change")
+    freeze_backbone: bool = _f(False, "the ResNet-FPN stays as --init gave it (BatchNorm statistics too): only the "
+                                      "coarse transformer and the fine stage learn, so the local features do not move")
     freeze_bn: bool = _f(False, "BatchNorm statistics held at those of --init (eval-mode BatchNorm, its affine still "
                                 "learns): fine-tuning in small batches of another data mix would otherwise move them")
     sync_bn: bool = _f(True, "multi-GPU: synchronise BatchNorm statistics across ranks (CUDA only)")
@@ -132,6 +134,10 @@ class TrainConfig:
             raise ValueError("freeze_bn holds the BatchNorm statistics of given weights: it needs --init")
         if self.fine_only and not self.init:
             raise ValueError("fine_only trains the fine stage of given weights: it needs --init")
+        if self.freeze_backbone and not self.init:
+            raise ValueError("freeze_backbone keeps the backbone of given weights: it needs --init")
+        if self.freeze_backbone and self.fine_only:
+            raise ValueError("freeze_backbone and fine_only exclude each other (fine_only freezes more)")
         if not isinstance(self.model_overrides, dict):
             raise ValueError(f"model_overrides must be a JSON object, got {self.model_overrides!r}")
 
