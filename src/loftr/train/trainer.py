@@ -158,7 +158,8 @@ class Trainer:
             load_weights(self.model, cfg.init)
             self.model.train()
             log.info("initialised from %s", cfg.init)
-        self.frozen = coarse_modules(self.model) if cfg.fine_only else [self.model.backbone] if cfg.freeze_backbone else []
+        self.frozen = (coarse_modules(self.model) if cfg.fine_only
+                       else [self.model.backbone] if cfg.freeze_backbone else [])
         self._hold()
         if not restored and self.proc.rank:
             torch.manual_seed(cfg.seed + self.proc.rank)  # distinct random ground-truth pads per rank
@@ -218,7 +219,8 @@ class Trainer:
         _save_atomic(state, self.last)
 
     def _hold(self) -> None:
-        """What stays as --init gave it: the frozen modules (--fine-only, --freeze-backbone) and the BatchNorm statistics (--freeze-bn)."""
+        """What stays as --init gave it: the frozen modules (--fine-only, --freeze-backbone) and the BatchNorm
+        statistics (--freeze-bn)."""
         freeze(self.frozen)
         if self.cfg.freeze_bn:
             hold_batchnorm(self.model)
