@@ -64,6 +64,14 @@ def coarse_modules(model: LoFTR) -> list[nn.Module]:
     return [m for name, m in model.backbone.named_children() if name not in fpn] + [model.loftr_coarse]
 
 
+def held_modules(model: LoFTR, cfg: TrainConfig) -> list[nn.Module]:
+    """The modules that stay as --init gave them: the coarse stage (--fine-only), the ResNet-FPN
+    (--freeze-backbone), or none."""
+    if cfg.fine_only:
+        return coarse_modules(model)
+    return [model.backbone] if cfg.freeze_backbone else []
+
+
 def freeze(modules: list[nn.Module]) -> None:
     """No gradients for the parameters of ``modules`` and BatchNorm statistics held (eval mode); call again after
     any ``model.train()``."""
@@ -158,8 +166,7 @@ class Trainer:
             load_weights(self.model, cfg.init)
             self.model.train()
             log.info("initialised from %s", cfg.init)
-        self.frozen = (coarse_modules(self.model) if cfg.fine_only
-                       else [self.model.backbone] if cfg.freeze_backbone else [])
+        self.frozen = held_modules(self.model, cfg)
         self._hold()
         if not restored and self.proc.rank:
             torch.manual_seed(cfg.seed + self.proc.rank)  # distinct random ground-truth pads per rank
